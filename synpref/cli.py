@@ -310,10 +310,11 @@ def eval_command(
     output: Annotated[Path, typer.Option(help="folder for results.json, results.md and plots")],
     bench: Annotated[Optional[list[str]], typer.Option(help="benchmark name, repeatable; default all")] = None,
     max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones are cut")] = 4096,
-    token_budget: Annotated[int, typer.Option(help="tokens per scoring batch, padding included")] = 16384,
+    token_budget: Annotated[Optional[int], typer.Option(help="tokens per scoring batch, padding included (default: 16384 on a GPU, 1024 on CPU)")] = None,
     protocol: Annotated[str, typer.Option(help="for a server URL as --model: synpref (/v1/score) or openrlhf (/get_reward)")] = "synpref",
     tokenizer: Annotated[Optional[str], typer.Option(help="for --protocol openrlhf: the model's tokenizer, to format texts")] = None,
     download: Annotated[bool, typer.Option(help="fetch missing benchmarks hosted on the Hugging Face Hub into --data-dir")] = False,
+    bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on GPUs and on CPUs with bf16 units; scores move by ~1e-2)")] = False,
 ) -> None:
     """Score a reward model on the reward-model benchmarks, each by its authors' rules.
 
@@ -330,7 +331,12 @@ def eval_command(
     else:
         from synpref.rm.scorer import RewardScorer
 
-        scorer = RewardScorer.from_pretrained(model, max_length=max_length, token_budget=token_budget, show_progress=True)
+        dtype = None
+        if bf16:
+            import torch
+
+            dtype = torch.bfloat16
+        scorer = RewardScorer.from_pretrained(model, max_length=max_length, token_budget=token_budget, dtype=dtype, show_progress=True)
     run = evaluate(scorer, bench or ["all"], data_dir, console=console, download=download)
     written = write_results(run, output, model)
     Console().print((output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
@@ -407,6 +413,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     api_key: Annotated[Optional[list[str]], typer.Option(help="accepted Bearer key, repeatable; also SYNPREF_API_KEYS=k1,k2")] = None,
     max_batch_tokens: Annotated[int, typer.Option(help=_serve_help("max_batch_tokens"))] = 16384,
+    model_batch_tokens: Annotated[Optional[int], typer.Option(help=_serve_help("model_batch_tokens"))] = None,
     max_wait_ms: Annotated[float, typer.Option(help=_serve_help("max_wait_ms"))] = 5.0,
     max_queue: Annotated[int, typer.Option(help=_serve_help("max_queue"))] = 2048,
     max_items: Annotated[int, typer.Option(help=_serve_help("max_items"))] = 512,
@@ -427,15 +434,18 @@ def serve(
 
     keys = list(api_key or []) + [k for k in os.environ.get("SYNPREF_API_KEYS", "").split(",") if k]
     config = ServeConfig(
-        max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue, max_items=max_items,
-        max_body_bytes=max_body_bytes, request_timeout_s=request_timeout_s, api_keys=keys,
+        max_batch_tokens=max_batch_tokens, model_batch_tokens=model_batch_tokens, max_wait_ms=max_wait_ms,
+        max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
+        request_timeout_s=request_timeout_s, api_keys=keys,
     )  # fmt: skip
     dtype = None
     if bf16:
         import torch
 
         dtype = torch.bfloat16
-    scorer = RewardScorer.from_pretrained(model, max_length=max_length, token_budget=max_batch_tokens, dtype=dtype, show_progress=False)
+    scorer = RewardScorer.from_pretrained(
+        model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=dtype, show_progress=False
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"serving {model} on http://{host}:{port} ({'API keys required' if keys else 'no API keys'})")
     uvicorn.run(create_app(scorer, config, model_name=model), host=host, port=port, log_level="warning")

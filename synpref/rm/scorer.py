@@ -16,12 +16,31 @@ from synpref.rm.formatting import RewardFormatter
 # Inputs from which a progress bar is shown when `show_progress` is left to decide.
 PROGRESS_FROM = 256
 
+# Tokens per forward pass (padding included) when `token_budget` is left to decide. On a GPU one
+# sequence leaves the device mostly idle, so large batches pay; on CPU one sequence of a few
+# hundred tokens already keeps the cores busy, and batches past ~1-4k tokens get slower
+# (attention and activations spill out of cache; measured in bench/RESULTS.md).
+GPU_TOKEN_BUDGET = 16384
+CPU_TOKEN_BUDGET = 1024
+
+
+def default_token_budget(device_type: str) -> int:
+    return CPU_TOKEN_BUDGET if device_type == "cpu" else GPU_TOKEN_BUDGET
+
+
+def best_device() -> str:
+    """"cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
 
 class RewardScorer:
     """Scores conversations (a history plus a final assistant message) with a reward model.
 
     `dtype` converts the model (e.g. torch.bfloat16, much faster on CPUs with bf16 matrix
-    units); None keeps it as loaded. The model is put in eval mode.
+    units); None keeps it as loaded. The model stays on its device (`from_pretrained` puts it on
+    a GPU when there is one). `token_budget` None picks by that device (`default_token_budget`).
     """
 
     def __init__(
@@ -30,7 +49,7 @@ class RewardScorer:
         tokenizer: Any,
         *,
         max_length: int = 4096,
-        token_budget: int = 16384,
+        token_budget: int | None = None,
         dtype: Any = None,
         show_progress: bool | None = None,
     ):
@@ -40,15 +59,17 @@ class RewardScorer:
         self.formatter = RewardFormatter(tokenizer, max_length=max_length)
         self.pad_token_id = tokenizer.pad_token_id
         self.segment_separator = segment_separator(model, tokenizer)
-        self.token_budget = token_budget
+        device_type = next(model.parameters()).device.type
+        self.token_budget = token_budget or default_token_budget(device_type)
         self.show_progress = show_progress
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> RewardScorer:
+    def from_pretrained(cls, name_or_path: str, *, device: str | None = None, **kwargs: Any) -> RewardScorer:
+        """Load a model by embedded name, Hub id or path onto `device` (default: `best_device()`)."""
         from synpref.rm.models import load_reward_model
 
         model, tokenizer = load_reward_model(name_or_path)
-        return cls(model, tokenizer, **kwargs)
+        return cls(model.to(device or best_device()), tokenizer, **kwargs)
 
     def score(self, conversations: Sequence[Sequence[Message | dict]]) -> list[float]:
         """One reward per conversation, in input order."""

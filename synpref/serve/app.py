@@ -146,7 +146,10 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "queue": batcher.pending}
+        return {
+            "status": "ok", "model": model_name, "queue": batcher.pending,
+            "batch_tokens": {"gather": config.max_batch_tokens, "forward": getattr(scorer, "token_budget", None)},
+        }  # fmt: skip
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:

@@ -10,10 +10,15 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_tokens: int = Field(16384, gt=0, description="tokens the worker gathers into one batch")
+    max_batch_tokens: int = Field(16384, gt=0, description="tokens the worker gathers from waiting requests into one scoring call")
+    model_batch_tokens: int | None = Field(
+        None, gt=0,
+        description="tokens per forward pass, padding included (default: 16384 on a GPU, 1024 on CPU, where larger batches are slower)",
+    )  # fmt: skip
     max_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for others to batch with")
     max_queue: int = Field(2048, gt=0, description="sequences waiting before requests get 503")
     max_body_bytes: int = Field(8 * 2**20, gt=0, description="largest request body")
     max_items: int = Field(512, gt=0, description="most conversations, responses or queries per request")
     request_timeout_s: float = Field(60.0, gt=0, description="time a request may wait for its scores")
     api_keys: list[str] = Field(default_factory=list, description="accepted Bearer keys; empty: no auth")
+

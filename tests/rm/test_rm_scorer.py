@@ -84,3 +84,15 @@ def test_a_conversation_must_end_with_an_assistant_message(tiny_llama_dir):
     scorer = RewardScorer(*load_reward_model(str(tiny_llama_dir)))
     with pytest.raises(ValueError, match="final assistant message"):
         scorer.score([[Message(role="user", content="hi")]])
+
+
+def test_default_token_budget_follows_the_device(tiny_llama_dir):
+    """Unset, the forward-pass size is 1,024 tokens on CPU (larger CPU batches are slower:
+    bench/RESULTS.md) and 16,384 on a GPU; an explicit budget always wins."""
+    from synpref.rm.scorer import default_token_budget
+
+    assert (default_token_budget("cpu"), default_token_budget("cuda")) == (1024, 16384)
+    scorer = RewardScorer.from_pretrained(str(tiny_llama_dir), device="cpu")
+    assert next(scorer.model.parameters()).device.type == "cpu"
+    assert scorer.token_budget == 1024
+    assert RewardScorer.from_pretrained(str(tiny_llama_dir), device="cpu", token_budget=300).token_budget == 300

@@ -80,7 +80,9 @@ def test_get_reward_speaks_openrlhf_and_matches_the_scorer(url, scorer):
 
 
 def test_health_and_metrics(url):
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": "tiny-llama", "queue": 0}
+    assert httpx.get(f"{url}/health").json() == {
+        "status": "ok", "model": "tiny-llama", "queue": 0, "batch_tokens": {"gather": 16384, "forward": 1024},
+    }  # fmt: skip
     text = httpx.get(f"{url}/metrics").text
     assert 'synpref_requests_total{path="/health",status="200"}' in text
     assert "synpref_queue_depth 0.0" in text
@@ -180,3 +182,36 @@ def test_full_queue_answers_503(scorer):
             assert first.result().status_code == 200
         assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
         assert busy.json()["detail"] == "server busy: the scoring queue is full"
+
+
+def test_the_serve_command_serves_over_a_socket(tiny_llama_dir, scorer):
+    """`synpref serve` as users start it: a separate process, options wired through."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "synpref", "serve", "--model", str(tiny_llama_dir), "--port", str(port),
+               "--max-length", str(MAX_LENGTH), "--max-batch-tokens", "512", "--model-batch-tokens", "96"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "synpref serve did not come up"
+            try:
+                health = httpx.get(f"{base}/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health == {"status": "ok", "model": str(tiny_llama_dir), "queue": 0, "batch_tokens": {"gather": 512, "forward": 96}}
+        response = httpx.post(f"{base}/v1/score", json={"conversations": CONVERSATIONS[:6]}, timeout=60)
+        expected = scorer.score([messages(c) for c in CONVERSATIONS[:6]])
+        assert response.status_code == 200
+        assert max(abs(a - b) for a, b in zip(response.json()["scores"], expected)) < 1e-5
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
