@@ -303,6 +303,15 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
 
 
+def _score_dtype(bf16: bool):
+    """torch.bfloat16 for --bf16, else None (the model's own dtype)."""
+    if not bf16:
+        return None
+    import torch
+
+    return torch.bfloat16
+
+
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Option(help="reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path")],
@@ -331,12 +340,9 @@ def eval_command(
     else:
         from synpref.rm.scorer import RewardScorer
 
-        dtype = None
-        if bf16:
-            import torch
-
-            dtype = torch.bfloat16
-        scorer = RewardScorer.from_pretrained(model, max_length=max_length, token_budget=token_budget, dtype=dtype, show_progress=True)
+        scorer = RewardScorer.from_pretrained(
+            model, max_length=max_length, token_budget=token_budget, dtype=_score_dtype(bf16), show_progress=True
+        )
     run = evaluate(scorer, bench or ["all"], data_dir, console=console, download=download)
     written = write_results(run, output, model)
     Console().print((output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
@@ -438,13 +444,8 @@ def serve(
         max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout_s, api_keys=keys,
     )  # fmt: skip
-    dtype = None
-    if bf16:
-        import torch
-
-        dtype = torch.bfloat16
     scorer = RewardScorer.from_pretrained(
-        model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=dtype, show_progress=False
+        model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(bf16), show_progress=False
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"serving {model} on http://{host}:{port} ({'API keys required' if keys else 'no API keys'})")

@@ -34,3 +34,21 @@ def test_eval_writes_results_table_and_plots(tmp_path):
     assert "| rewardbench | " in table and "| 96.4 |" in table
     for plot in ("scores.png", "ppe-best-of-n.png", "rm-bench-matrix.png"):
         assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_bf16_scores_in_bfloat16(tmp_path, tiny_llama_dir):
+    """--bf16 runs end to end and gives the same shape of results (the dtype itself is checked
+    over the server's socket in tests/serve: bf16 scores equal the bf16 scorer's)."""
+    data_dir = fixtures.write_all(tmp_path / "benchmarks")
+    runs = {}
+    for flag in ("--no-bf16", "--bf16"):
+        output = tmp_path / flag
+        result = subprocess.run(
+            [sys.executable, "-m", "synpref", "eval", "--model", str(tiny_llama_dir), "--bench", "rm-bench",
+             "--data-dir", str(data_dir), "--output", str(output), flag],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[flag] = json.loads((output / "results.json").read_text())["benchmarks"]["rm-bench"]
+    assert runs["--bf16"]["extras"]["matrix"].keys() == runs["--no-bf16"]["extras"]["matrix"].keys()
+    assert runs["--bf16"]["subsets"].keys() == runs["--no-bf16"]["subsets"].keys()

@@ -184,17 +184,25 @@ def test_full_queue_answers_503(scorer):
         assert busy.json()["detail"] == "server busy: the scoring queue is full"
 
 
-def test_the_serve_command_serves_over_a_socket(tiny_llama_dir, scorer):
-    """`synpref serve` as users start it: a separate process, options wired through."""
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_the_serve_command_serves_over_a_socket(tiny_llama_dir, scorer, bf16):
+    """`synpref serve` as users start it: a separate process, options wired through; with
+    --bf16 the served scores are the bfloat16 scorer's, not the fp32 ones."""
     import socket
     import subprocess
     import sys
+
+    import torch
+
+    from synpref.rm.scorer import RewardScorer
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "synpref", "serve", "--model", str(tiny_llama_dir), "--port", str(port),
                "--max-length", str(MAX_LENGTH), "--max-batch-tokens", "512", "--model-batch-tokens", "96"]  # fmt: skip
+    if bf16:
+        command.append("--bf16")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -209,7 +217,13 @@ def test_the_serve_command_serves_over_a_socket(tiny_llama_dir, scorer):
                 time.sleep(0.2)
         assert health == {"status": "ok", "model": str(tiny_llama_dir), "queue": 0, "batch_tokens": {"gather": 512, "forward": 96}}
         response = httpx.post(f"{base}/v1/score", json={"conversations": CONVERSATIONS[:6]}, timeout=60)
-        expected = scorer.score([messages(c) for c in CONVERSATIONS[:6]])
+        texts = [messages(c) for c in CONVERSATIONS[:6]]
+        fp32 = scorer.score(texts)
+        expected = fp32
+        if bf16:
+            bf16_scorer = RewardScorer.from_pretrained(str(tiny_llama_dir), max_length=MAX_LENGTH, token_budget=96, dtype=torch.bfloat16)
+            expected = bf16_scorer.score(texts)  # the same forward-pass size as the server
+            assert max(abs(a - b) for a, b in zip(expected, fp32)) > 1e-4  # bf16 really differs
         assert response.status_code == 200
         assert max(abs(a - b) for a, b in zip(response.json()["scores"], expected)) < 1e-5
     finally:
