@@ -36,7 +36,7 @@ def test_eval_writes_results_table_and_plots(tmp_path):
         assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_bf16_scores_in_bfloat16(tmp_path, tiny_llama_dir):
+def test_eval_with_bf16_runs_end_to_end(tmp_path, tiny_llama_dir):
     """--bf16 runs end to end and gives the same shape of results (the dtype itself is checked
     over the server's socket in tests/serve: bf16 scores equal the bf16 scorer's)."""
     data_dir = fixtures.write_all(tmp_path / "benchmarks")
