@@ -42,7 +42,8 @@ class RewardFormatter:
 
     def __init__(self, tokenizer: Any, max_length: int = 4096):
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        # Never past the tokenizer's limit: `load_reward_model` sets it to the model's positions.
+        self.max_length = min(max_length, getattr(tokenizer, "model_max_length", max_length))
         self.is_chat = bool(getattr(tokenizer, "chat_template", None))
         self._facts = _template_facts(tokenizer) if self.is_chat else None
 

@@ -102,17 +102,38 @@ def fix_pad_token(tokenizer: Any, model: Any | None = None) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
+# Seed of a fresh score head when the caller gives none: a base model scores the same every run.
+HEAD_SEED = 0
+
+
 def load_reward_model(name_or_path: str, *, dtype: Any = None, seed: int | None = None):
-    """(model, tokenizer) for a reward model; a fresh score head is seeded when `seed` is set."""
+    """(model, tokenizer) for a reward model.
+
+    The score head of a base model is initialised at random: from `seed` when given (the
+    trainer's seed, which then drives the rest of training), else from `HEAD_SEED` without
+    touching the caller's random state. `tokenizer.model_max_length` is set to the longest input
+    the model can take (`position_limit`), which every `RewardFormatter` respects.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if seed is not None:
-        torch.manual_seed(seed)  # the score head of a base model is initialised randomly
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=dtype or torch.float32
-    )
+    with torch.random.fork_rng(devices=[], enabled=seed is None):
+        torch.manual_seed(HEAD_SEED if seed is None else seed)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype or torch.float32)
     fix_pad_token(tokenizer, model)
+    tokenizer.model_max_length = position_limit(model, tokenizer)
     return model, tokenizer
+
+
+def position_limit(model: Any, tokenizer: Any) -> int:
+    """The longest input, in tokens, that `model` can take.
+
+    Models with learned positions (BERT, MiniLM: 512) fail on longer inputs ("size of tensor a
+    (1821) must match ... (512)"), so the limit is the smaller of the model's position count and
+    the tokenizer's own limit (which is the usable one for RoBERTa, whose first two positions
+    are reserved for padding). A tokenizer without a limit reports a huge number.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    return min(positions, tokenizer.model_max_length)

@@ -96,3 +96,42 @@ def test_default_token_budget_follows_the_device(tiny_llama_dir):
     assert next(scorer.model.parameters()).device.type == "cpu"
     assert scorer.token_budget == 1024
     assert RewardScorer.from_pretrained(str(tiny_llama_dir), device="cpu", token_budget=300).token_budget == 300
+
+
+def long_conversation(words: int) -> list[Message]:
+    return [Message(role="user", content="Tell me a story."), Message(role="assistant", content="once " * words)]
+
+
+def test_inputs_longer_than_the_model_positions_are_cut_to_them():
+    """MiniLM has 512 positions; at the default max length of 4,096 a 1,000-token input used to
+    crash the forward pass ("size of tensor a (1006) must match ... (512)")."""
+    scorer = RewardScorer.from_pretrained("minilm-l6", device="cpu")
+    assert scorer.formatter.max_length == 512
+    long = long_conversation(1000)
+    assert len(scorer.formatter.encode_messages(long)) == 512
+    scores = scorer.score([long, long_conversation(3)])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+def test_the_length_cap_is_set_where_models_are_loaded():
+    """The trainer builds its own formatter from the loaded tokenizer: it gets the cap too."""
+    from synpref.rm.formatting import RewardFormatter
+    from synpref.rm.models import load_reward_model
+
+    model, tokenizer = load_reward_model("minilm-l6")
+    assert (model.config.max_position_embeddings, tokenizer.model_max_length) == (512, 512)
+    assert RewardFormatter(tokenizer, max_length=4096).max_length == 512
+    assert RewardFormatter(tokenizer, max_length=128).max_length == 128
+
+
+def test_a_fresh_score_head_is_seeded_and_leaves_the_callers_random_state_alone():
+    """A base model's head is random: two loads must still score alike (47.3 vs 50.3 before)."""
+    import torch
+
+    conversations = [long_conversation(n) for n in (1, 5, 20)]
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = RewardScorer.from_pretrained("minilm-l6", device="cpu").score(conversations)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    second = RewardScorer.from_pretrained("minilm-l6", device="cpu").score(conversations)
+    assert first == second
