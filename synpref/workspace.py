@@ -7,6 +7,10 @@
 
 Only shards named in a manifest belong to the workspace: a shard left behind by an
 interrupted run is not visible, and the next ingest removes it.
+
+A pair id is in one split. Ingest never stores an id twice, but the gold export of the label
+app (synpref/label/export.py) appends a judged pool pair again under its new split: the copy
+in the later shard wins, and `pair_table` and `iter_pairs` show only that one.
 """
 
 from __future__ import annotations
@@ -94,21 +98,30 @@ class Workspace:
 
         from synpref.data.prepare import PAIR_SCHEMA
 
-        tables = [pq.read_table(path, columns=columns) for path in self.shards()]
+        shards = self.shards()
+        tables = [pq.read_table(path, columns=columns) for path in shards]
         if not tables:
             schema = PAIR_SCHEMA if columns is None else pa.schema([PAIR_SCHEMA.field(c) for c in columns])
             return schema.empty_table()
-        return pa.concat_tables(tables)
+        table = pa.concat_tables(tables)
+        latest = _latest_copies(shards)
+        return table if latest is None else table.filter(latest)
 
     def iter_pairs(self, split: str | None = None) -> Iterator[tuple[str, Any]]:
-        """(split, PreferencePair) for every stored pair, shard by shard."""
+        """(split, PreferencePair) for every stored pair, shard by shard, each id once."""
         import pyarrow.parquet as pq
 
         from synpref.data.models import Message, PreferencePair
 
-        for path in self.shards():
+        shards = self.shards()
+        latest = _latest_copies(shards)
+        position = -1
+        for path in shards:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
                 for row in batch.to_pylist():
+                    position += 1
+                    if latest is not None and not latest[position]:
+                        continue  # an older copy: the pair has moved to another split since
                     if split is not None and row["split"] != split:
                         continue
                     yield row["split"], PreferencePair.model_construct(
@@ -122,6 +135,25 @@ class Workspace:
 
     def existing_ids(self) -> set[str]:
         return set(self.pair_table(columns=["id"]).column("id").to_pylist())
+
+
+def _latest_copies(shards: list[Path]):
+    """A mask over the rows of `shards` read in order, true for the last copy of each pair id;
+    None when no id repeats (the usual case, so nothing needs filtering)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not shards:
+        return None
+    ids = pa.concat_tables([pq.read_table(path, columns=["id"]) for path in shards]).column("id")
+    rows = pa.table({"id": ids, "row": pa.array(np.arange(len(ids)))})
+    last = rows.group_by("id").aggregate([("row", "max")]).column("row_max").to_numpy()
+    if len(last) == len(ids):
+        return None
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[last] = True
+    return mask
 
 
 def load_config(path: Path) -> WorkspaceConfig:

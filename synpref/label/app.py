@@ -3,9 +3,11 @@
 Security (DESIGN.md, non-functional rules): every route but /login and /static depends on
 `current_user` (anonymous: redirect to /login) and every /admin route on `admin_user`
 (annotator: 403); every POST depends on `form_with_csrf` (the session's token must come back
-in the form); sessions are signed cookies, HttpOnly and SameSite=Strict; model text goes
-through `render.markdown` and everything else through Jinja2's autoescaping; a Content
-Security Policy forbids inline scripts as a second line of defence.
+in the form); the session cookie (signed, HttpOnly, SameSite=Strict) names a server-side
+session that logout deletes (logins.py), and failed logins back off per name and address;
+an annotator opens and submits only pairs open to them (`queue.may_judge`, else 403); model
+text goes through `render.markdown` and everything else through Jinja2's autoescaping; a
+Content Security Policy forbids inline scripts as a second line of defence.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from synpref.label.db import (
     default_url,
     open_database,
     secret_key,
-    user_by_name,
+    secret_path,
 )
 from synpref.label.export import (
     export_gold,
@@ -45,6 +47,13 @@ from synpref.label.export import (
     human_ratings,
     judgments_by_pair,
     pair_label,
+)
+from synpref.label.logins import (
+    SESSION_SECONDS,
+    LoginThrottle,
+    end_session,
+    session_user,
+    start_session,
 )
 from synpref.label.render import markdown
 from synpref.label.users import add_user, authenticate
@@ -79,10 +88,11 @@ def create_app(workspace_root: str | Path, db_url: str | None = None, https_only
     app = FastAPI(title="synpref label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace = workspace
     app.state.sessions = sessions
-    app.state.secret = secret_key(sessions)
+    app.state.secret = secret_key(secret_path(workspace.root))
+    app.state.throttle = LoginThrottle(sessions)
     app.add_middleware(
         SessionMiddleware, secret_key=app.state.secret, session_cookie="synpref_session",
-        max_age=12 * 3600, same_site="strict", https_only=https_only,
+        max_age=SESSION_SECONDS, same_site="strict", https_only=https_only,
     )
 
     @app.middleware("http")
@@ -141,12 +151,11 @@ async def form_with_csrf(request: Request) -> dict[str, str]:
 
 
 def current_user(request: Request) -> CurrentUser:
-    name = request.session.get("user")
-    if not name:
+    token = request.session.get("sid")
+    if not token:
         raise LoginRequired()
-    with request.app.state.sessions() as session:
-        user = user_by_name(session, name)
-    if user is None:  # deleted since login
+    user = session_user(request.app.state.sessions, token)
+    if user is None:  # logged out, expired, or the user deleted since
         request.session.clear()
         raise LoginRequired()
     return CurrentUser(user.name, user.role)
@@ -177,16 +186,27 @@ def login_page(request: Request):
 
 @auth_routes.post("/login")
 def login(request: Request, form: dict = Depends(form_with_csrf)):
-    user = authenticate(request.app.state.sessions, form.get("name", ""), form.get("password", ""))
+    name, throttle = form.get("name", ""), request.app.state.throttle
+    address = request.client.host if request.client else ""
+    wait = throttle.wait(name, address)
+    if wait:  # refused before hashing: a locked-out guesser costs no argon2 work
+        response = page(request, "login.html", error=f"too many failed logins: try again in {wait} seconds")
+        response.status_code = 429
+        response.headers["Retry-After"] = str(wait)
+        return response
+    user = authenticate(request.app.state.sessions, name, form.get("password", ""))
     if user is None:
+        throttle.failed(name, address)
         return page(request, "login.html", error="wrong name or password")
+    throttle.succeeded(name)
     request.session.clear()  # a fresh session (and CSRF token) at each login: no fixation
-    request.session["user"] = user.name
+    request.session["sid"] = start_session(request.app.state.sessions, user.name)
     return redirect("/admin" if user.role == "admin" else "/label")
 
 
 @auth_routes.post("/logout")
 def logout(request: Request, user: CurrentUser = Depends(current_user), form: dict = Depends(form_with_csrf)):
+    end_session(request.app.state.sessions, request.session["sid"])
     request.session.clear()
     return redirect("/login")
 
@@ -230,7 +250,7 @@ def next_pair(request: Request, user: CurrentUser = Depends(current_user)):
 @label_routes.get("/label/{pair_id}")
 def label_page(request: Request, pair_id: str, user: CurrentUser = Depends(current_user)):
     with request.app.state.sessions.begin() as session:
-        item = _queue_item(session, pair_id)
+        item = _open_item(session, user.name, pair_id)
         queue.claim(session, user.name, pair_id)  # a pair reopened from the skipped list, too
         already = session.scalar(select(func.count()).where(JudgmentRow.pair_id == pair_id, JudgmentRow.annotator == user.name))
         context = {
@@ -253,10 +273,18 @@ def submit(request: Request, pair_id: str, user: CurrentUser = Depends(current_u
     return redirect("/label")
 
 
+def _open_item(session, annotator: str, pair_id: str) -> QueueItem:
+    """The queue item, if this annotator may judge it: served to them, or waiting for them."""
+    item = _queue_item(session, pair_id)
+    if not queue.may_judge(session, annotator, pair_id):
+        raise HTTPException(403, "this pair is not open to you: take the next one from /label")
+    return item
+
+
 @label_routes.post("/label/{pair_id}/skip")
 def skip(request: Request, pair_id: str, user: CurrentUser = Depends(current_user), form: dict = Depends(form_with_csrf)):
     with request.app.state.sessions.begin() as session:
-        _queue_item(session, pair_id)
+        _open_item(session, user.name, pair_id)
         queue.skip(session, user.name, pair_id)
     return redirect("/label")
 
@@ -265,7 +293,9 @@ def _submit(request: Request, pair_id: str, annotator: str, order: tuple[str, st
     sessions = request.app.state.sessions
     try:
         with sessions.begin() as session:
-            queue.submit(session, _queue_item(session, pair_id), annotator, order, form, kind=kind)
+            # labels only on pairs open to the annotator; an admin adjudicates any pair
+            item = _open_item(session, annotator, pair_id) if kind == "label" else _queue_item(session, pair_id)
+            queue.submit(session, item, annotator, order, form, kind=kind)
     except IntegrityError:
         with sessions() as session:
             if not queue.submission_stored(session, form.get("submission_id", "")):

@@ -7,13 +7,16 @@ default, `WORKSPACE/annotations.db`) and on PostgreSQL (`--db postgresql+psycopg
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -21,7 +24,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    make_url,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -121,13 +127,25 @@ class Claim(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-class Setting(Base):
-    """Server-wide values every process must share, e.g. the session signing key."""
+class LoginSession(Base):
+    """A signed-in browser. The signed cookie only names it, so logging out (deleting the row)
+    ends it on the server: a copied cookie opens nothing afterwards."""
 
-    __tablename__ = "settings"
+    __tablename__ = "login_sessions"
 
-    name: Mapped[str] = mapped_column(String(60), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256: a read database opens no session
+    user_name: Mapped[str] = mapped_column(String(200), index=True)
+    expires_at: Mapped[float] = mapped_column(Float)  # Unix time
+
+
+class LoginFailure(Base):
+    """Failed logins per account name or client address since the last quiet spell (logins.py)."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "account:<sha256>" or "address:<sha256>"
+    failures: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[float] = mapped_column(Float)  # Unix time of the latest failure
 
 
 def default_url(workspace_root: str | Path) -> str:
@@ -136,9 +154,33 @@ def default_url(workspace_root: str | Path) -> str:
 
 def open_database(url: str) -> sessionmaker[Session]:
     """Create the tables if needed; return a session factory."""
+    _make_private(url)
     engine = _engine(url)
     Base.metadata.create_all(engine)
+    _forget_stored_secret(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _make_private(url: str) -> None:
+    """Create a SQLite file readable by its owner only (it holds password hashes), and take
+    group and other access off one created before. SQLite gives the -wal and -shm files it
+    creates the database file's permissions, so they follow.
+    https://www.sqlite.org/src/file?name=src/os_unix.c (findCreateFileMode)"""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))  # an empty file is an empty database
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        if os.path.exists(path):
+            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & 0o700)
+
+
+def _forget_stored_secret(engine: Engine) -> None:
+    """Older versions kept the session-signing key in a `settings` table: anyone who could read
+    the database could sign an admin session. The key now lives in its own file."""
+    if inspect(engine).has_table("settings"):
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM settings WHERE name = 'secret_key'"))
 
 
 def _engine(url: str) -> Engine:
@@ -163,14 +205,27 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-def secret_key(sessions: sessionmaker[Session]) -> str:
-    """The session-signing key, created once and shared by every server on this database."""
-    with sessions.begin() as session:
-        setting = session.get(Setting, "secret_key")
-        if setting is None:
-            setting = Setting(name="secret_key", value=secrets.token_urlsafe(48))
-            session.add(setting)
-        return setting.value
+def secret_path(workspace_root: str | Path) -> Path:
+    return Path(workspace_root) / "label" / "session-secret"
+
+
+def secret_key(path: Path) -> str:
+    """The session-signing key, created once (mode 0600) and shared by every server on this
+    workspace. Written to a private temporary file and linked into place, which refuses to
+    replace an existing key: two servers starting at once agree on the first one's."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 def user_by_name(session: Session, name: str) -> User | None:

@@ -8,12 +8,14 @@ source's preference, "rejected" that they prefer the other response.
 Back in the workspace (DESIGN.md: gold pairs have the human-preferred response as `chosen`,
 see synpref/annotate/agreement.py): a "chosen" pair joins `gold` as it is, a "rejected" pair
 joins `gold` with its responses swapped (a new pair id; `meta.label.original_id` points back),
-an undecidable one joins `discarded`, and a disputed one waits.
+an undecidable one joins `discarded`, and a disputed one waits. A pair keeping its id leaves
+its old split: the workspace shows the latest copy of each id (synpref/workspace.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,7 +186,11 @@ def add_to_workspace(workspace, records: list[dict[str, Any]], stamp: str) -> in
         return 0
     run_id = f"label-{stamp}"
     shard = f"{run_id}-00001.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), workspace.pairs_dir / shard, compression="zstd")
+    # Under a dot name until complete: pyarrow.dataset skips such files, so an interrupted
+    # export never leaves a half-written shard in pairs/ (the next ingest removes it).
+    draft = workspace.pairs_dir / f".{shard}.tmp"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), draft, compression="zstd")
+    os.replace(draft, workspace.pairs_dir / shard)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     counts = SourceCounts(spec="synpref label export", format="synpref-label", read=len(rows), kept=len(rows), done=True)
     run = IngestRun(run_id=run_id, fingerprint=run_id, status="done", started_at=now, finished_at=now, sources=[counts], shards=[shard])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, distinct, func, select, update
+from sqlalchemy import case, delete, distinct, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from synpref.data.models import Attributes, PreferencePair, TaskCategory
@@ -29,6 +29,9 @@ ATTRIBUTE_CHOICES = {
     "controversiality": ["low", "medium", "high"],
 }
 CHOICES = {"1": "Candidate 1", "2": "Candidate 2", "0": "can't decide"}
+# What the labelling and adjudication forms send. Anything else is refused rather than ignored,
+# so a hand-made form (`annotator=`, `kind=adjudication`) gets a clear no.
+FORM_FIELDS = {"csrf_token", "submission_id", "choice", "rationale", "used_tools", *ATTRIBUTE_FIELDS}
 # A pair open on someone's screen is not served to others for this long (so five annotators
 # starting at once get five different pairs); an abandoned page frees its pair after it.
 CLAIM_MINUTES = 20
@@ -146,18 +149,40 @@ def _open_for(annotator: str):
     labels = (
         select(func.count(distinct(JudgmentRow.annotator)))
         .where(JudgmentRow.pair_id == QueueItem.pair_id, JudgmentRow.kind == "label")
+        .correlate(QueueItem)
         .scalar_subquery()
     )
-    judges_of_pair = select(JudgmentRow.annotator).where(JudgmentRow.pair_id == QueueItem.pair_id)
+    # A claim stops counting once its holder judged *this* pair (then `labels` counts them).
+    # Correlated with the claim's own row: matched against the outer queue item instead, the
+    # subquery saw the holder's judgments of every pair, and one judgment anywhere freed
+    # all their open pairs for others.
+    holder_judged_it = exists().where(JudgmentRow.pair_id == Claim.pair_id, JudgmentRow.annotator == Claim.annotator)
     holders = (
         select(func.count(distinct(Claim.annotator)))
         .where(
             Claim.pair_id == QueueItem.pair_id, Claim.annotator != annotator,
-            Claim.created_at > utc_now() - timedelta(minutes=CLAIM_MINUTES), Claim.annotator.not_in(judges_of_pair),
+            Claim.created_at > _claim_cutoff(), ~holder_judged_it,
         )
+        .correlate(QueueItem)
         .scalar_subquery()
     )
     return [QueueItem.pair_id.not_in(judged_by_annotator), labels + holders < QueueItem.annotations_wanted]
+
+
+def _claim_cutoff():
+    return utc_now() - timedelta(minutes=CLAIM_MINUTES)
+
+
+def may_judge(session: Session, annotator: str, pair_id: str) -> bool:
+    """Whether `annotator` may open and judge this pair: it still waits for them, or they have
+    it open (served to them before `CLAIM_MINUTES` ran out), or they judged it before (a
+    changed mind is a new row). Not a pair that other annotators fill."""
+    mine = [
+        exists().where(JudgmentRow.pair_id == pair_id, JudgmentRow.annotator == annotator),
+        exists().where(Claim.pair_id == pair_id, Claim.annotator == annotator, Claim.created_at > _claim_cutoff()),
+        exists().where(QueueItem.pair_id == pair_id, *_open_for(annotator)),
+    ]
+    return any(session.scalar(select(condition)) for condition in mine)
 
 
 def next_pair_id(session: Session, annotator: str) -> str | None:
@@ -248,6 +273,9 @@ def submit(session: Session, item: QueueItem, annotator: str, order: tuple[str, 
     Two copies of one submission racing each other: the unique `submission_id` makes the
     second transaction fail with IntegrityError, which the caller treats as "stored before".
     """
+    unexpected = set(form) - FORM_FIELDS
+    if unexpected:
+        raise BadSubmission(f"unexpected form fields: {', '.join(sorted(unexpected))}")
     choice = form.get("choice", "")
     if choice not in CHOICES:
         raise BadSubmission("choose Candidate 1, Candidate 2 or can't decide")

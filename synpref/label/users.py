@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,6 +12,9 @@ from synpref.errors import SynprefError
 from synpref.label.db import ROLES, User, user_by_name
 
 _hasher = PasswordHasher()
+# Each hash takes 64 MiB (argon2-cffi's default memory cost): a few at a time, so a burst of
+# logins queues up instead of multiplying the server's memory (16 at once took it past 1 GiB).
+_hashing_slots = threading.BoundedSemaphore(2)
 # Verified when the name is unknown, so a wrong name costs as long as a wrong password
 # (otherwise response times tell which user names exist).
 _DUMMY_HASH = _hasher.hash("not a password")
@@ -29,7 +34,9 @@ def add_user(sessions: sessionmaker[Session], name: str, password: str, role: st
     with sessions.begin() as session:
         if user_by_name(session, name) is not None:
             raise SynprefError(f"user {name!r} already exists")
-        user = User(name=name, password_hash=_hasher.hash(password), role=role)
+        with _hashing_slots:
+            password_hash = _hasher.hash(password)
+        user = User(name=name, password_hash=password_hash, role=role)
         session.add(user)
     return user
 
@@ -38,7 +45,8 @@ def authenticate(sessions: sessionmaker[Session], name: str, password: str) -> U
     with sessions() as session:
         user = user_by_name(session, name)
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        with _hashing_slots:
+            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     return user

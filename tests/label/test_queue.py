@@ -176,6 +176,7 @@ def test_export_keeps_original_orientation_and_fills_workspace_splits(small_work
             judge(app, annotator, pair_id, "0" if verdict == "unsure" else str(order.index(verdict) + 1))
     judge(app, "a", ids[3], "1")
     judge(app, "b", ids[3], "2")  # a and b disagree on ids[3]: disputed, not exported to a split
+    by_id = {pair.id: pair for _s, pair in small_workspace.iter_pairs("pool")}
     with app.state.sessions() as session:
         summary = export_gold(session, small_workspace)
         again = export_gold(session, small_workspace)
@@ -183,12 +184,13 @@ def test_export_keeps_original_orientation_and_fills_workspace_splits(small_work
     assert again["added_to_workspace"] == 0  # nothing twice
     records = [json.loads(line) for line in open(summary["path"])]
     assert {r["id"]: r["label"] for r in records} == {**want, ids[3]: "disputed"}
-    by_id = {pair.id: pair for _s, pair in small_workspace.iter_pairs("pool")}
     for record in records:
         assert (record["chosen"], record["rejected"]) == (by_id[record["id"]].chosen.model_dump(), by_id[record["id"]].rejected.model_dump())
     gold = {pair.meta["label"]["original_id"]: pair for _s, pair in small_workspace.iter_pairs("gold")}
     discarded = [pair.id for _s, pair in small_workspace.iter_pairs("discarded")]
     assert sorted(gold) == sorted([ids[0], ids[1]]) and discarded == [ids[2]]
+    still_pooled = {pair.id for _s, pair in small_workspace.iter_pairs("pool")}
+    assert still_pooled == set(by_id) - {ids[0], ids[2]}  # same id, new split: moved, not copied
     assert gold[ids[0]].id == ids[0] and gold[ids[0]].chosen == by_id[ids[0]].chosen
     assert gold[ids[1]].chosen == by_id[ids[1]].rejected and gold[ids[1]].rejected == by_id[ids[1]].chosen  # human-preferred first
 
