@@ -425,6 +425,7 @@ def serve(
     max_items: Annotated[int, typer.Option(help=_serve_help("max_items"))] = 512,
     max_body_bytes: Annotated[int, typer.Option(help=_serve_help("max_body_bytes"))] = 8 * 2**20,
     request_timeout_s: Annotated[float, typer.Option(help=_serve_help("request_timeout_s"))] = 60.0,
+    read_timeout_s: Annotated[float, typer.Option(help=_serve_help("read_timeout_s"))] = 10.0,
     max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones get 422 unless the request asks to truncate")] = 4096,
     bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")] = False,
 ) -> None:
@@ -432,24 +433,23 @@ def serve(
     import logging
     import os
 
-    import uvicorn
-
     from synpref.rm.scorer import RewardScorer
     from synpref.serve.app import create_app
     from synpref.serve.config import ServeConfig
+    from synpref.serve.server import run
 
     keys = list(api_key or []) + [k for k in os.environ.get("SYNPREF_API_KEYS", "").split(",") if k]
     config = ServeConfig(
         max_batch_tokens=max_batch_tokens, model_batch_tokens=model_batch_tokens, max_wait_ms=max_wait_ms,
         max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
-        request_timeout_s=request_timeout_s, api_keys=keys,
+        request_timeout_s=request_timeout_s, read_timeout_s=read_timeout_s, api_keys=keys,
     )  # fmt: skip
     scorer = RewardScorer.from_pretrained(
         model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(bf16), show_progress=False
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"serving {model} on http://{host}:{port} ({'API keys required' if keys else 'no API keys'})")
-    uvicorn.run(create_app(scorer, config, model_name=model), host=host, port=port, log_level="warning")
+    run(create_app(scorer, config, model_name=model), host=host, port=port, read_timeout_s=config.read_timeout_s)
 
 
 curate_app = typer.Typer(help="The curation loop: Stage 1 iterations, Stage 2 filtering, report, export.", no_args_is_help=True)

@@ -4,33 +4,68 @@ Routes (versioned, pydantic schemas): POST /v1/score, /v1/compare, /v1/best-of-n
 POST /get_reward, GET /health and GET /metrics (Prometheus). Requests are tokenized in a
 thread pool, checked against the limits, then merged into batches by `MicroBatcher`.
 Logs carry endpoint, status, counts and latency, never payloads.
+
+With API keys set, every path but /health needs one (the docs and metrics too), checked before
+the body is read; /health then answers only "ok" to a caller without a key, for liveness probes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 import time
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from synpref.data.models import Message
-from synpref.serve.batcher import MicroBatcher, QueueFull
+from synpref.serve.batcher import MicroBatcher, QueueFull, UnscorableInput
 from synpref.serve.config import ServeConfig
-from synpref.serve.limits import BodySizeLimit, InputTooLong, RequestEncoder
+from synpref.serve.limits import (
+    BodyLimits,
+    InputTooLong,
+    RequestEncoder,
+    RequireKey,
+    key_accepted,
+    printable,
+    send_json,
+)
 
 log = logging.getLogger("synpref.serve")
 ROUTES = ("/v1/score", "/v1/compare", "/v1/best-of-n", "/get_reward", "/health", "/metrics")
 
 
-class ScoreRequest(BaseModel):
+class _Request(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # JSON can escape a lone surrogate ("\ud800"): valid JSON, but not text. No tokenizer
+        # encodes it and no response echoing it can be written, so it is refused here.
+        if not _encodable(data):
+            raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
+        return data
+
+
+def _encodable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
+class ScoreRequest(_Request):
     conversations: list[list[Message]] = Field(min_length=1, description="each ends with the assistant reply to score")
     truncate: bool = Field(False, description="cut over-long inputs (keeping their end) instead of refusing them")
 
@@ -39,7 +74,7 @@ class ScoreResponse(BaseModel):
     scores: list[float]
 
 
-class CandidatesRequest(BaseModel):
+class CandidatesRequest(_Request):
     conversation: list[Message] = Field(min_length=1, description="the history, ending with a user turn")
     responses: list[str] = Field(min_length=1, description="candidate assistant replies")
     truncate: bool = False
@@ -58,7 +93,7 @@ class BestOfNResponse(BaseModel):
     best_response: str
 
 
-class RewardRequest(BaseModel):
+class RewardRequest(_Request):
     """OpenRLHF's remote reward protocol; it may send extra fields (prompts, labels)."""
 
     model_config = ConfigDict(extra="allow")
@@ -83,16 +118,13 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     encoder = RequestEncoder(scorer.formatter)
 
     app = FastAPI(title="synpref reward server", version="1")
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    # Outermost last: the access log sees every answer, the key is checked before the body is read.
+    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, timeout_s=config.read_timeout_s)
+    app.add_middleware(RequireKey, keys=config.api_keys)
+    app.add_middleware(AccessLog, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.router.add_event_handler("shutdown", batcher.close)
-
-    async def authorized(request: Request) -> None:
-        if not config.api_keys:
-            return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(key, k) for k in config.api_keys):
-            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+    keys = [k.encode() for k in config.api_keys]
 
     async def rewards(sequences_of: Any, items: list, truncate: bool) -> list[float]:
         if len(items) > config.max_items:
@@ -105,47 +137,41 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
             raise HTTPException(422, str(error)) from None
         try:
             return await asyncio.wait_for(batcher.score(sequences), config.request_timeout_s)
+        except UnscorableInput as error:
+            raise HTTPException(422, str(error)) from None
         except QueueFull:
             raise HTTPException(503, "server busy: the scoring queue is full", headers={"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise HTTPException(504, f"no result within {config.request_timeout_s:g} s") from None
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - start
-        path = request.url.path if request.url.path in ROUTES else "other"  # bounded label values
-        metrics.observe_request(path, response.status_code, elapsed)
-        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code, 1000 * elapsed)
-        return response
-
-    @app.post("/v1/score", response_model=ScoreResponse, dependencies=[Depends(authorized)])
+    @app.post("/v1/score", response_model=ScoreResponse)
     async def score(body: ScoreRequest) -> ScoreResponse:
         return ScoreResponse(scores=await rewards(encoder.conversation, body.conversations, body.truncate))
 
     def candidates(body: CandidatesRequest) -> list[list[Message]]:
         return [[*body.conversation, Message(role="assistant", content=r)] for r in body.responses]
 
-    @app.post("/v1/compare", response_model=CompareResponse, dependencies=[Depends(authorized)])
+    @app.post("/v1/compare", response_model=CompareResponse)
     async def compare(body: CandidatesRequest) -> CompareResponse:
         if len(body.responses) < 2:
             raise HTTPException(422, "compare needs at least two responses")
         scores = await rewards(encoder.conversation, candidates(body), body.truncate)
         return CompareResponse(scores=scores, probabilities=_softmax(scores), preferences=_pairwise(scores))
 
-    @app.post("/v1/best-of-n", response_model=BestOfNResponse, dependencies=[Depends(authorized)])
+    @app.post("/v1/best-of-n", response_model=BestOfNResponse)
     async def best_of_n(body: CandidatesRequest) -> BestOfNResponse:
         scores = await rewards(encoder.conversation, candidates(body), body.truncate)
         ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         return BestOfNResponse(scores=scores, ranking=ranking, best=ranking[0], best_response=body.responses[ranking[0]])
 
-    @app.post("/get_reward", response_model=RewardResponse, dependencies=[Depends(authorized)])
+    @app.post("/get_reward", response_model=RewardResponse)
     async def get_reward(body: RewardRequest) -> RewardResponse:
         return RewardResponse(rewards=await rewards(encoder.text, body.query, False))
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        if keys and not key_accepted(request.scope["headers"], keys):
+            return {"status": "ok"}  # a liveness probe needs no more, and has no key
         return {
             "status": "ok", "model": model_name, "queue": batcher.pending,
             "batch_tokens": {"gather": config.max_batch_tokens, "forward": getattr(scorer, "token_budget", None)},
@@ -175,6 +201,43 @@ def _softmax(scores: list[float]) -> list[float]:
 
 def _pairwise(scores: list[float]) -> list[list[float]]:
     return [[1 / (1 + math.exp(b - a)) for b in scores] for a in scores]
+
+
+class AccessLog:
+    """ASGI middleware, outermost: one log line and one metrics count per answer, 500s included.
+
+    An error no handler caught is logged with its traceback and answered with a plain 500 here,
+    so it is counted like any other answer."""
+
+    def __init__(self, app, metrics: _Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = None
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], printable(scope["path"]))
+            if status is None:
+                await send_json(recording_send, 500, "internal server error")
+            status = 500
+        if status is None:  # the client left before any answer
+            return
+        elapsed = time.perf_counter() - start
+        path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
+        self.metrics.observe_request(path, status, elapsed)
+        log.info("%s %s %d %.1f ms", scope["method"], printable(scope["path"]), status, 1000 * elapsed)
 
 
 class _Metrics:

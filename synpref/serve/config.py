@@ -20,5 +20,8 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(8 * 2**20, gt=0, description="largest request body")
     max_items: int = Field(512, gt=0, description="most conversations, responses or queries per request")
     request_timeout_s: float = Field(60.0, gt=0, description="time a request may wait for its scores")
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="time a client has to send a request's headers, and again its body; slower connections are dropped",
+    )  # fmt: skip
     api_keys: list[str] = Field(default_factory=list, description="accepted Bearer keys; empty: no auth")
 

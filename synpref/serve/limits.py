@@ -1,7 +1,11 @@
-"""Request limits: body size (413) and input length in tokens (422, unless truncation is asked for)."""
+"""Request limits: API keys (401), body size (413) and time (408), input length in tokens (422,
+unless truncation is asked for). The ASGI middlewares here run before the framework reads a byte
+of the body, so a client without a key or over a limit costs the server nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 from collections.abc import Sequence
 
@@ -27,6 +31,9 @@ class RequestEncoder:
     def conversation(self, messages: Sequence[Message], truncate: bool) -> list[int]:
         if len(messages) < 2 or messages[-1].role != "assistant":
             raise ValueError("a conversation to score needs a history and a final assistant message")
+        if not any(m.role == "user" for m in messages[:-1]):
+            # a reward model is trained on replies to users; a reply to nothing has no meaning
+            raise ValueError("a conversation to score needs a user turn before the final assistant message")
         text, text_pair = self.formatter.text(messages[:-1], messages[-1])
         ids = self.tokenizer(text, text_pair)["input_ids"] if text_pair is not None else self.tokenizer(text)["input_ids"]
         if len(ids) <= self.limit:
@@ -59,31 +66,68 @@ def _strip_token(text: str, token: str | None) -> str:
     return text
 
 
-class BodySizeLimit:
-    """ASGI middleware: a body over `max_bytes` gets 413, whether or not it declares its length."""
+def key_accepted(headers: Sequence[tuple[bytes, bytes]], keys: Sequence[bytes]) -> bool:
+    """Whether the raw ASGI `headers` carry "Authorization: Bearer <one of keys>".
 
-    def __init__(self, app, max_bytes: int):
+    Compared as bytes: a header may hold any byte, and `hmac.compare_digest` refuses str with
+    non-ASCII characters (that was a 500)."""
+    value = next((v for name, v in headers if name == b"authorization"), b"")
+    scheme, _, key = value.partition(b" ")
+    return scheme.lower() == b"bearer" and any(hmac.compare_digest(key, k) for k in keys)
+
+
+class RequireKey:
+    """ASGI middleware: 401 on every path but `open_paths` unless the request carries a key.
+
+    Checked before anything reads the body, and on /docs, /openapi.json and /metrics too."""
+
+    def __init__(self, app, keys: Sequence[str], open_paths: tuple[str, ...] = ("/health",)):
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.open_paths = open_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths or key_accepted(scope["headers"], self.keys):
+            return await self.app(scope, receive, send)
+        await send_json(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+
+
+class BodyLimits:
+    """ASGI middleware: a body over `max_bytes` gets 413, whether or not it declares its length;
+    a body not complete within `timeout_s` gets 408, so a client trickling it holds nothing long."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        received, refused = 0, False
+            return await self._too_large(send)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        received, refused, complete = 0, False, False
 
         async def limited_receive():
-            # Answer 413 ourselves as soon as the limit is passed, then tell the app the client
-            # left: the framework would turn an exception here into a generic 400.
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request" and not refused:
+            # Answer 413 or 408 ourselves, then tell the app the client left: the framework
+            # would turn an exception here into a generic 400.
+            nonlocal received, refused, complete
+            if complete or refused:
+                return await receive()  # the body is read; only a disconnect can come now
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                refused = True
+                await send_json(send, 408, f"request body not received within {self.timeout_s:g} s")
+                return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     refused = True
-                    await self._refuse(send)
+                    await self._too_large(send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -93,8 +137,20 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"detail": f"request body over the limit of {self.max_bytes:,} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, send) -> None:
+        await send_json(send, 413, f"request body over the limit of {self.max_bytes:,} bytes")
+
+
+async def send_json(send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A complete `{"detail": ...}` response, sent from ASGI middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` safe to write to a log line: control characters and non-ASCII escaped (a path can
+    carry terminal escape sequences or a fake newline), and cut to `limit` characters."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."

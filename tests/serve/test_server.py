@@ -104,6 +104,11 @@ def test_health_and_metrics(url):
          "request body over the limit of 20,000 bytes"),
         (json.dumps({"conversations": [chat("hi", "yo")] * 17}).encode(), 413,
          "17 items in one request; the limit is 16"),
+        # issue 13: a lone surrogate and a reply to no user turn were scored (or were a 500)
+        (b'{"conversations": [[{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "x"}]]}', 422,
+         "body: Value error, text must be valid Unicode (a lone surrogate such as \\ud800 is not)"),
+        (json.dumps({"conversations": [[{"role": "system", "content": "be brief"}, {"role": "assistant", "content": "ok"}]]}).encode(),
+         422, "a conversation to score needs a user turn before the final assistant message"),
     ],
 )
 def test_bad_requests_get_a_clear_4xx(url, body, status, detail):
@@ -229,3 +234,76 @@ def test_the_serve_command_serves_over_a_socket(tiny_llama_dir, scorer, bf16):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_failing_batch_is_rescored_so_only_the_bad_input_fails(scorer):
+    """A model that fails on some input used to fail every request batched with it (500s);
+    now the batch is scored again one input at a time and only the request at fault gets 422."""
+
+    class FailsOnLongInputs:  # fault injector: a model with fewer positions than an input
+        formatter = scorer.formatter
+        token_budget = None
+        calls: list[int] = []
+
+        def score_ids(self, sequences):
+            self.calls.append(len(sequences))
+            if any(len(s) > 30 for s in sequences):
+                raise RuntimeError("The size of tensor a (41) must match the size of tensor b (30)\nmore detail")
+            return [float(len(s)) for s in sequences]
+
+    model = FailsOnLongInputs()
+    good, bad = chat("hi", "hello"), chat("hi", "word " * 30)
+    lengths = [len(scorer.formatter.encode_messages(messages(c))) for c in (good, bad)]
+    assert lengths[0] <= 30 < lengths[1] <= MAX_LENGTH
+    # every request arrives within the 2 s the worker waits, so all of them share one batch
+    config = ServeConfig(max_wait_ms=2000)
+    with live_server(create_app(model, config)) as base:
+        bodies = [[good], [bad], [good, good], [good, bad]]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda c: httpx.post(f"{base}/v1/score", json={"conversations": c}, timeout=30), bodies))
+    assert [a.status_code for a in answers] == [200, 422, 200, 422]
+    assert answers[0].json()["scores"] == [lengths[0]]
+    assert answers[2].json()["scores"] == [lengths[0], lengths[0]]
+    assert answers[1].json()["detail"] == "input 0 could not be scored: The size of tensor a (41) must match the size of tensor b (30)"
+    assert answers[3].json()["detail"] == "input 1 could not be scored: The size of tensor a (41) must match the size of tensor b (30)"
+    # one merged batch of 6 failed, then each input alone (the last request stops at its bad input)
+    assert model.calls == [6, 1, 1, 1, 1, 1, 1]
+
+
+def test_an_unexpected_error_is_a_counted_and_logged_500(scorer, caplog):
+    """500s were missing from /metrics and from the access log."""
+    import logging
+
+    class BrokenFormatter:  # fault injector: a bug while formatting a request
+        tokenizer = scorer.formatter.tokenizer
+        max_length = MAX_LENGTH
+
+        def text(self, conversation, response):
+            raise RuntimeError("a bug")
+
+    class BrokenScorer:
+        formatter = BrokenFormatter()
+        token_budget = None
+
+        def score_ids(self, sequences):
+            return [0.0] * len(sequences)
+
+    caplog.set_level(logging.INFO, logger="synpref.serve")
+    with live_server(create_app(BrokenScorer())) as base:
+        response = httpx.post(f"{base}/v1/score", json={"conversations": [chat("hi", "yo")]})
+        metrics = httpx.get(f"{base}/metrics").text
+    assert (response.status_code, response.json()) == (500, {"detail": "internal server error"})
+    assert 'synpref_requests_total{path="/v1/score",status="500"} 1.0' in metrics
+    lines = [r.getMessage() for r in caplog.records if r.name == "synpref.serve"]
+    assert any(re.fullmatch(r"POST /v1/score 500 [\d.]+ ms", line) for line in lines)
+    assert "unhandled error on POST /v1/score" in lines
+
+
+def test_escape_bytes_of_a_path_are_escaped_in_the_log(url, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="synpref.serve")
+    response = httpx.get(f"{url}/%1b[2J%1b[31mred%0aFAKE%20200%20line")
+    assert response.status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "synpref.serve"]
+    assert any(line.startswith("GET /\\x1b[2J\\x1b[31mred\\nFAKE 200 line 404 ") for line in lines), lines
