@@ -120,7 +120,7 @@ class BodyLimits:
                 message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
             except asyncio.TimeoutError:
                 refused = True
-                await send_json(send, 408, f"request body not received within {self.timeout_s:g} s")
+                await send_json(send, 408, f"request body not received within {self.timeout_s:g} s", _CLOSE)
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -138,7 +138,11 @@ class BodyLimits:
         await self.app(scope, limited_receive, guarded_send)
 
     async def _too_large(self, send) -> None:
-        await send_json(send, 413, f"request body over the limit of {self.max_bytes:,} bytes")
+        await send_json(send, 413, f"request body over the limit of {self.max_bytes:,} bytes", _CLOSE)
+
+
+# The rest of a refused body is never read, so the connection cannot carry another request.
+_CLOSE = ((b"connection", b"close"),)
 
 
 async def send_json(send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
