@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from synpref.errors import SynprefError
 from synpref.workspace import Workspace, write_json_atomic
 
 CHUNK_ITEMS = 1000
+CHUNK_BYTES = 64 * 1024 * 1024  # a chunk of long lines is sent on before it has CHUNK_ITEMS
 CHECKPOINT_ITEMS = 200_000  # at most this much work is redone after an interruption
 
 
@@ -162,7 +164,7 @@ def ingest(
                 if counts.done:
                     continue
                 task = progress.add_task(source.spec, total=source.size())
-                chunks = _chunks(source, counts, options, lambda n, task=task: progress.advance(task, n))
+                chunks = _chunks(source, counts, options, partial(progress.advance, task), config.max_record_bytes)
                 for result in execute(chunks):
                     _account(result, counts, seen, writer)
                     progress.update(task, description=_describe(source, counts))
@@ -242,13 +244,15 @@ def _remove_orphans(workspace: Workspace) -> None:
                 path.unlink()
 
 
-def _chunks(source: Source, counts: SourceCounts, options: IngestOptions, advance) -> Iterator[ChunkTask]:
+def _chunks(source: Source, counts: SourceCounts, options: IngestOptions, advance, max_record_bytes: int) -> Iterator[ChunkTask]:
     items: list = []
-    for item in source.items(skip=counts.position, progress=advance):
+    size = 0
+    for item in source.items(skip=counts.position, progress=advance, max_record_bytes=max_record_bytes):
         items.append(item)
-        if len(items) == CHUNK_ITEMS:
+        size += len(item[1]) if isinstance(item[1], bytes) else 0
+        if len(items) == CHUNK_ITEMS or size >= CHUNK_BYTES:
             yield _task(source, counts, options, items)
-            items = []
+            items, size = [], 0
     if items:
         yield _task(source, counts, options, items)
 
@@ -335,9 +339,7 @@ class _RunWriter:
             return
         if self._writer is None:
             self._shard = f"{self.run.run_id}-{self._next()}.parquet"
-            self._writer = pq.ParquetWriter(
-                self.workspace.pairs_dir / (self._shard + ".tmp"), PAIR_SCHEMA, compression="zstd"
-            )
+            self._writer = pq.ParquetWriter(self._draft(), PAIR_SCHEMA, compression="zstd")
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
 
@@ -351,7 +353,7 @@ class _RunWriter:
     def checkpoint(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            os.replace(self.workspace.pairs_dir / (self._shard + ".tmp"), self.workspace.pairs_dir / self._shard)
+            os.replace(self._draft(), self.workspace.pairs_dir / self._shard)
             self.run.shards.append(self._shard)
             self._writer, self._rows = None, 0
         if self._entries:
@@ -363,6 +365,12 @@ class _RunWriter:
             self._entries = []
         self._items_since = 0
         write_json_atomic(self.manifest_path, self.run.model_dump())
+
+    def _draft(self) -> Path:
+        """The open shard's name until it is committed. The leading dot makes pyarrow.dataset
+        (and other readers of pairs/) skip it, so a killed run leaves nothing that breaks
+        them; the next ingest removes it with the other orphans."""
+        return self.workspace.pairs_dir / f".{self._shard}.tmp"
 
     def _next(self) -> str:
         self._sequence += 1

@@ -20,8 +20,10 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from synpref.data import strictjson
 from synpref.data.models import SPLITS, Message, PreferencePair, normalize_text
 from synpref.data.readers import get_reader
+from synpref.data.sources import MAX_RECORD_BYTES, RAW_HEAD_BYTES, Unreadable
 from synpref.errors import RecordError
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -46,6 +48,7 @@ class PrepareConfig(BaseModel):
     max_message_chars: int = Field(200_000, gt=0, description="longest allowed message")
     max_conversation_chars: int = Field(1_000_000, gt=0, description="longest allowed history")
     max_messages: int = Field(256, gt=0, description="most messages in a history")
+    max_record_bytes: int = Field(MAX_RECORD_BYTES, gt=0, description="longest input line read; longer ones are quarantined unread")
     # HH-RLHF transcripts hold assistant replies split over two messages; keep them by default.
     allow_consecutive_assistant: bool = True
     ngram: int = Field(13, gt=0, description="n of the decontamination n-grams")
@@ -224,13 +227,16 @@ def prepare_chunk(task: ChunkTask) -> ChunkResult:
         try:
             pair, split, meta = _prepare_one(task, reader, config, payload)
         except RecordError as error:
+            raw, size = _raw_text(payload)
             quarantined.append(
                 {
                     "source": task.source_spec,
                     "location": f"{task.unit} {number}",
                     "field": error.field,
                     "reason": error.reason,
-                    "raw": _raw_text(payload),
+                    "raw": raw,
+                    "raw_bytes": size,
+                    "raw_truncated": size > len(raw.encode("utf-8", errors="surrogatepass")),
                 }
             )
             continue
@@ -272,25 +278,40 @@ def _prepare_one(task: ChunkTask, reader, config: PrepareConfig, payload: Any):
 
 
 def parse_record(payload: Any) -> dict[str, Any]:
+    if isinstance(payload, Unreadable):
+        raise payload.error()
     if isinstance(payload, bytes):
-        try:
-            payload = orjson.loads(payload)
-        except orjson.JSONDecodeError as error:
-            try:
-                payload.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                raise RecordError(_bad_bytes_field(payload), f"invalid UTF-8 at byte {bad.start} of the line") from None
-            raise RecordError("", f"not valid JSON: {error}") from None
+        payload = _parse_line(payload)
     if not isinstance(payload, dict):
         raise RecordError("", f"expected a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def _parse_line(line: bytes) -> Any:
+    """One JSONL line, strictly: orjson first (fast, and it refuses NaN), then Python's parser
+    with marking hooks only for a line that might repeat a key (see strictjson)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise RecordError(_bad_bytes_field(line), f"invalid UTF-8 at byte {bad.start} of the line") from None
+        raise RecordError("", f"not valid JSON: {error}") from None
+    try:
+        problem = strictjson.first_problem(strictjson.loads(line)) if strictjson.may_repeat_keys(line, record) else None
+    except RecursionError:  # orjson allows 1024 levels, Python's parser a little under 1000
+        problem = ("", "not valid JSON: nested too deeply to read")
+    if problem:
+        raise RecordError(*problem)
+    return record
 
 
 def _bad_bytes_field(line: bytes) -> str:
     """The field holding the invalid bytes, if the line is JSON apart from them."""
     try:
         return _surrogate_field(json.loads(line.decode("utf-8", errors="surrogateescape")))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return ""
 
 
@@ -314,14 +335,18 @@ def _surrogate_field(value: Any, path: str = "") -> str:
     return ""
 
 
-def _raw_text(payload: Any) -> str:
-    """The rejected input as text, so nothing is lost; undecodable bytes stay visible as escapes."""
-    if isinstance(payload, bytes):
-        return payload.decode("utf-8", errors="backslashreplace").rstrip("\n")
-    try:
-        return orjson.dumps(payload, default=str).decode()
-    except orjson.JSONEncodeError:
-        return repr(payload)
+def _raw_text(payload: Any) -> tuple[str, int]:
+    """(the start of the rejected input as text, its size in bytes). Undecodable bytes stay
+    visible as escapes; only the first RAW_HEAD_BYTES are kept, so a giant record cannot
+    make a giant quarantine file."""
+    if isinstance(payload, Unreadable):
+        return payload.raw, payload.size
+    if not isinstance(payload, bytes):
+        try:
+            payload = orjson.dumps(payload, default=str)
+        except (orjson.JSONEncodeError, RecursionError):
+            payload = repr(payload).encode("utf-8", errors="backslashreplace")
+    return payload[:RAW_HEAD_BYTES].decode("utf-8", errors="backslashreplace").rstrip("\n"), len(payload)
 
 
 def pairs_to_batch(pairs: list[PreferencePair], splits: list[str], metas: list[str]) -> pa.RecordBatch:

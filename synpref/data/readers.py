@@ -11,6 +11,7 @@ import json
 from typing import Any, ClassVar
 
 from synpref.data.models import Message, PreferencePair, pair_id
+from synpref.data.sources import Unreadable
 from synpref.errors import RecordError, SynprefError
 
 READERS: dict[str, type[Reader]] = {}
@@ -66,6 +67,8 @@ class Reader:
         raise NotImplementedError
 
     def to_pair(self, record: dict[str, Any], default_source: str) -> PreferencePair:
+        if isinstance(record, Unreadable):  # a line too long to read, a repeated key, NaN
+            raise record.error()
         conversation, chosen, rejected = self.parts(record)
         source = record.get("source", default_source)
         if not isinstance(source, str) or not source:
@@ -202,6 +205,11 @@ class ShareGPTReader(Reader):
 
 def detect_format(records: list[dict[str, Any]], where: str) -> str:
     """The one format that recognises the most sampled records; an error when it is not unique."""
+    if not records:
+        raise SynprefError(
+            f"{where}: no readable record to tell the format from (empty, or nothing parses as a record); "
+            f"pass --format ({', '.join(sorted(READERS))}) to read it anyway, bad records quarantined"
+        )
     votes = {name: sum(cls().matches(r) for r in records) for name, cls in READERS.items()}
     best = max(votes.values(), default=0)
     if best == 0:

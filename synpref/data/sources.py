@@ -3,7 +3,10 @@ Hugging Face datasets (`hf://org/name[:split]`, or a directory written by `save_
 
 A source yields numbered items. JSONL lines stay raw bytes here so that parsing happens in the
 worker processes; other containers yield parsed dicts. Item numbers are 1-based and name the
-line (JSONL), row (CSV, Parquet, dataset) or array item (JSON) in error messages.
+line (JSONL), row (CSV, Parquet, dataset) or array item (JSON) in error messages. An item that
+cannot be handed over as a record (a line longer than `max_record_bytes`, which is never held
+in memory whole; a JSON item with a repeated key or NaN) comes as `Unreadable`, to be
+quarantined like any other bad record. A UTF-8 byte order mark at the start is skipped.
 """
 
 from __future__ import annotations
@@ -12,14 +15,38 @@ import csv
 import gzip
 import io
 import json
+import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synpref.errors import SynprefError
+from synpref.data import strictjson
+from synpref.errors import RecordError, SynprefError
 
-Item = tuple[int, Any]  # (number, raw bytes or parsed dict)
+Item = tuple[int, Any]  # (number, raw bytes, parsed dict or Unreadable)
+# Longest JSONL line read into memory. The longest valid pair (prepare.max_message_chars and
+# max_conversation_chars) is a few MB even with every character escaped; longer lines are
+# skipped over in 1 MiB reads, so a 1 GiB line costs no more memory than a short one.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+# How much of a rejected record a quarantine entry keeps (with its full size beside it):
+# every usual record whole, never a giant line.
+RAW_HEAD_BYTES = 64 * 1024
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An item the container could not hand over as a record: quarantined with `reason`."""
+
+    field: str
+    reason: str
+    raw: str  # the start of the item, at most RAW_HEAD_BYTES
+    size: int  # bytes of the whole item
+
+    def error(self) -> RecordError:
+        return RecordError(self.field, self.reason)
 
 _CONTAINERS = {
     ".jsonl": "jsonl",
@@ -51,7 +78,7 @@ class Source:
         """Total bytes for progress, where the container reports bytes consumed."""
         return self.path.stat().st_size if self.container == "jsonl" else None
 
-    def items(self, skip: int = 0, progress=None) -> Iterator[Item]:
+    def items(self, skip: int = 0, progress=None, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Item]:
         """Numbered items after the first `skip`; `progress(advance)` is told how far it got."""
         reader = {
             "jsonl": _jsonl_items,
@@ -61,7 +88,10 @@ class Source:
             "parquet": _parquet_items,
             "hf": _hf_items,
         }[self.container]
-        yield from reader(self, skip, progress or (lambda advance: None))
+        if self.container == "jsonl":
+            yield from _jsonl_items(self, skip, progress or (lambda advance: None), max_record_bytes)
+        else:
+            yield from reader(self, skip, progress or (lambda advance: None))
 
 
 def open_source(spec: str) -> Source:
@@ -106,37 +136,46 @@ def _first_char(path: Path) -> str:
             head = stream.read(4096)
         except (OSError, EOFError) as error:
             raise SynprefError(f"{path}: cannot read: {error}") from None
-    return head.lstrip()[:1].decode("latin-1")
+    return head.removeprefix(BOM).lstrip()[:1].decode("latin-1")
 
 
-def _jsonl_items(source: Source, skip: int, progress) -> Iterator[Item]:
+def _jsonl_items(source: Source, skip: int, progress, max_record_bytes: int) -> Iterator[Item]:
     stream, raw = _open_binary(source.path)
-    position = 0
+    position = number = 0
     with raw:
         try:
-            for number, line in enumerate(stream, start=1):
+            for number, line in enumerate(_bounded_lines(stream, max_record_bytes), start=1):
                 if number % 1000 == 0:
                     progress(raw.tell() - position)
                     position = raw.tell()
-                if number > skip and line.strip():
-                    yield number, line.rstrip(b"\r\n")
-        except (OSError, EOFError) as error:  # e.g. a truncated gzip stream
-            raise SynprefError(f"{source.spec}: cannot read past line {number}: {error}") from None
+                if number == 1 and isinstance(line, bytes):
+                    line = line.removeprefix(BOM)
+                if number > skip and (not isinstance(line, bytes) or line.strip()):
+                    yield number, line.rstrip(b"\r\n") if isinstance(line, bytes) else line
+        except (OSError, EOFError, zlib.error) as error:  # e.g. a truncated or corrupt gzip stream
+            where = f"past line {number}" if number else "its first line"
+            raise SynprefError(f"{source.spec}: cannot read {where}: {error}") from None
         progress(raw.tell() - position)
 
 
+def _bounded_lines(stream, limit: int) -> Iterator[bytes | Unreadable]:
+    """Lines of at most `limit` bytes; a longer one is read past in 1 MiB steps and comes as
+    `Unreadable` with its start and size, so no line is ever held in memory whole."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        head, size = line[:RAW_HEAD_BYTES], len(line)
+        while not line.endswith(b"\n") and (line := stream.readline(1 << 20)):
+            size += len(line)
+            head += line[: RAW_HEAD_BYTES - len(head)]
+        size -= line.endswith(b"\n")
+        reason = f"{size:,} bytes, over the limit of {limit:,} for one record (prepare.max_record_bytes); not parsed"
+        yield Unreadable("", reason, head.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"), size)
+
+
 def _json_items(source: Source, skip: int, progress) -> Iterator[Item]:
-    stream, raw = _open_binary(source.path)
-    with raw:
-        data = stream.read()
-    try:
-        records = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise SynprefError(f"{source.spec}: not valid UTF-8 at byte {error.start}") from None
-    except json.JSONDecodeError as error:
-        raise SynprefError(
-            f"{source.spec}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
+    records = _json_document(source)
     if isinstance(records, dict):  # {"data": [...]} and similar wrappers
         lists = [value for value in records.values() if isinstance(value, list)]
         if len(lists) != 1:
@@ -146,23 +185,63 @@ def _json_items(source: Source, skip: int, progress) -> Iterator[Item]:
         raise SynprefError(f"{source.spec}: expected a JSON list of records")
     for number, record in enumerate(records, start=1):
         if number > skip:
-            yield number, record
+            yield number, _checked(record)
+
+
+def _json_document(source: Source) -> Any:
+    stream, raw = _open_binary(source.path)
+    with raw:
+        try:
+            data = stream.read()
+        except (OSError, EOFError, zlib.error) as error:
+            raise SynprefError(f"{source.spec}: cannot read: {error}") from None
+    try:
+        return strictjson.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise SynprefError(f"{source.spec}: not valid UTF-8 at byte {error.start}") from None
+    except json.JSONDecodeError as error:
+        raise SynprefError(
+            f"{source.spec}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    except RecursionError:
+        raise SynprefError(f"{source.spec}: JSON nested too deeply to read (over {sys.getrecursionlimit()} levels)") from None
+
+
+def _checked(record: Any) -> Any:
+    """The record, or `Unreadable` when it repeats a key or holds NaN/Infinity."""
+    try:
+        problem = strictjson.first_problem(record)
+    except RecursionError:
+        problem = ("", f"nested too deeply to read (over {sys.getrecursionlimit()} levels)")
+    if problem is None:
+        return record
+    try:
+        text = json.dumps(record, default=str, ensure_ascii=False).encode("utf-8", errors="backslashreplace")
+    except RecursionError:
+        text = b""
+    return Unreadable(*problem, text[:RAW_HEAD_BYTES].decode("utf-8", errors="ignore"), len(text))
 
 
 def _csv_items(source: Source, skip: int, progress) -> Iterator[Item]:
     csv.field_size_limit(2**31 - 1)
     stream, raw = _open_binary(source.path)
     # surrogateescape keeps invalid bytes visible to validation instead of failing the file
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    # utf-8-sig: spreadsheet programs start their CSV exports with a byte order mark
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    number = 0
     with raw:
-        reader = csv.DictReader(text, delimiter="\t" if source.container == "tsv" else ",")
-        if reader.fieldnames is None:
-            return
-        for number, row in enumerate(reader, start=1):
-            if None in row:  # more cells than header names
-                row["_extra_cells"] = row.pop(None)
-            if number > skip:
-                yield number, {key: _cell(value) for key, value in row.items() if value is not None}
+        try:
+            reader = csv.DictReader(text, delimiter="\t" if source.container == "tsv" else ",")
+            if reader.fieldnames is None:
+                return
+            for number, row in enumerate(reader, start=1):
+                if None in row:  # more cells than header names
+                    row["_extra_cells"] = row.pop(None)
+                if number > skip:
+                    yield number, {key: _cell(value) for key, value in row.items() if value is not None}
+        except (OSError, EOFError, zlib.error, csv.Error) as error:  # a truncated gzip stream, a NUL byte
+            where = f"past row {number}" if number else "its first row"
+            raise SynprefError(f"{source.spec}: cannot read {where}: {error}") from None
 
 
 def _cell(value: str) -> Any:
@@ -182,9 +261,12 @@ def _parquet_items(source: Source, skip: int, progress) -> Iterator[Item]:
         file = pq.ParquetFile(source.path)
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise SynprefError(f"{source.spec}: not a readable Parquet file: {error}") from None
-    for number, record in _numbered(batch.to_pylist() for batch in file.iter_batches(1024)):
-        if number > skip:
-            yield number, record
+    try:
+        for number, record in _numbered(batch.to_pylist() for batch in file.iter_batches(1024)):
+            if number > skip:
+                yield number, record
+    except (OSError, ValueError) as error:  # a damaged page (pyarrow's ArrowException subclasses these)
+        raise SynprefError(f"{source.spec}: cannot read the Parquet data: {error}") from None
 
 
 def _hf_items(source: Source, skip: int, progress) -> Iterator[Item]:
@@ -220,7 +302,7 @@ def sample_records(source: Source, limit: int = 50) -> list[dict[str, Any]]:
     import orjson
 
     sample: list[dict[str, Any]] = []
-    for _, payload in source.items():
+    for _, payload in source.items():  # Unreadable items are neither bytes nor dicts: skipped
         if isinstance(payload, bytes):
             try:
                 payload = orjson.loads(payload)

@@ -50,10 +50,12 @@ def test_each_bad_record_is_quarantined_with_location_and_reason(workspace, tmp_
     got = [(e["source"], e["location"], e["field"], e["reason"]) for e in entries]
     want = [(str(path), f"line {n}", field, reason) for n, (_, field, reason) in enumerate(BAD_LINES, start=2)]
     assert got == want
-    # Nothing is lost: the raw text of every rejected line is kept (bad bytes escaped).
-    assert entries[0]["raw"] == BAD_LINES[0][0].decode()
+    # The raw text of every rejected line is kept (bad bytes escaped), up to 64 KiB of it
+    # with its full size beside it: a giant line does not make a giant quarantine file.
+    assert (entries[0]["raw"], entries[0]["raw_bytes"], entries[0]["raw_truncated"]) == (BAD_LINES[0][0].decode(), 77, False)
     assert "caf\\xe9" in entries[7]["raw"]
-    assert len(entries[8]["raw"]) > TEN_MB
+    assert (len(entries[8]["raw"]), entries[8]["raw_bytes"], entries[8]["raw_truncated"]) == (65536, len(BAD_LINES[8][0]), True)
+    assert entries[8]["raw"] == BAD_LINES[8][0][:65536].decode()
     kept = sorted(pair.conversation[0].content for _, pair in workspace.iter_pairs())
     assert kept == ["Name a prime number.", "What is 2 + 2?"]
 
