@@ -236,7 +236,7 @@ def prepare_chunk(task: ChunkTask) -> ChunkResult:
                     "reason": error.reason,
                     "raw": raw,
                     "raw_bytes": size,
-                    "raw_truncated": size > len(raw.encode("utf-8", errors="surrogatepass")),
+                    "raw_truncated": size > RAW_HEAD_BYTES,
                 }
             )
             continue

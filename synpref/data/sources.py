@@ -19,6 +19,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +82,14 @@ class Source:
     def items(self, skip: int = 0, progress=None, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Item]:
         """Numbered items after the first `skip`; `progress(advance)` is told how far it got."""
         reader = {
-            "jsonl": _jsonl_items,
+            "jsonl": partial(_jsonl_items, max_record_bytes=max_record_bytes),
             "json": _json_items,
             "csv": _csv_items,
             "tsv": _csv_items,
             "parquet": _parquet_items,
             "hf": _hf_items,
         }[self.container]
-        if self.container == "jsonl":
-            yield from _jsonl_items(self, skip, progress or (lambda advance: None), max_record_bytes)
-        else:
-            yield from reader(self, skip, progress or (lambda advance: None))
+        yield from reader(self, skip, progress or (lambda advance: None))
 
 
 def open_source(spec: str) -> Source:
