@@ -4,10 +4,15 @@ A benchmark never touches a model. It loads its data into `Item`s (a history and
 candidate responses to score after it), and it turns the rewards of those responses into
 its numbers (`BenchResult`), by its authors' rules. `synpref.bench.evaluate` sits between:
 it scores every (history, response) of every benchmark once, with the one shared scorer.
+
+A benchmark whose files lack a part (RM-Bench without its math file) is still scored: the
+missing part is found before scoring (`missing_parts`), listed in the result, and the headline
+score, which needs every part, is left out rather than computed over fewer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,10 +34,11 @@ class Item:
 
 @dataclass
 class BenchResult:
-    score: float  # the benchmark's headline number, 0..1
-    subsets: dict[str, float]  # every declared subset
+    score: float | None  # the benchmark's headline number, 0..1; None when a subset has no data
+    subsets: dict[str, float]  # every declared subset that has data, in declared order
     items: int
     extras: dict[str, Any] = field(default_factory=dict)  # curves, matrices, counts
+    missing: list[str] = field(default_factory=list)  # declared subsets without data
 
 
 class Benchmark:
@@ -40,6 +46,8 @@ class Benchmark:
 
     name: ClassVar[str]
     subsets: ClassVar[tuple[str, ...]]  # the numbers `score` must produce, in report order
+    # The parts of the data the headline needs (`part_of` names an item's part); default: the subsets.
+    parts: ClassVar[tuple[str, ...]] = ()
     source: ClassVar[str]  # where the data and the scoring rule come from
     github: ClassVar[str] = ""  # repository the files come from, when not on the Hub
 
@@ -69,17 +77,25 @@ class Benchmark:
     def score(self, items: list[Item], rewards: list[list[float]]) -> BenchResult:
         raise NotImplementedError
 
+    def part_of(self, item: Item) -> str | None:
+        """The part of the data `item` belongs to (None: no part the headline needs)."""
+        return item.meta["subset"]
+
+    def missing_parts(self, items: list[Item]) -> list[str]:
+        """Parts of the data with no item, known before anything is scored."""
+        present = {self.part_of(item) for item in items}
+        return [part for part in self.parts or self.subsets if part not in present]
+
     def prompts(self, directory: Path) -> list[str]:
         """First-turn prompts, for decontaminating training data against this benchmark."""
         return [next(m.content for m in item.history if m.role == "user") for item in self.load(directory)]
 
     def result(self, score: float, subsets: dict[str, float], items: int, **extras: Any) -> BenchResult:
-        """A result with every declared subset; a missing one is an error, never a zero."""
+        """A result with the declared subsets that have data. One without is listed as missing,
+        never given a zero, and then there is no headline `score`: it stands for all of them."""
         missing = [name for name in self.subsets if name not in subsets]
-        if missing:
-            raise SynprefError(f"{self.name}: no data for subset(s) {', '.join(missing)}")
-        ordered = {name: subsets[name] for name in self.subsets}
-        return BenchResult(score, ordered, items, extras)
+        ordered = {name: subsets[name] for name in self.subsets if name in subsets}
+        return BenchResult(None if missing else score, ordered, items, extras, missing)
 
 
 def register(cls: type[Benchmark]) -> type[Benchmark]:
@@ -140,3 +156,9 @@ def accuracy(outcomes: list[bool] | list[float]) -> float:
     if not outcomes:
         raise SynprefError("accuracy of an empty set")
     return sum(outcomes) / len(outcomes)
+
+
+def mean(values: Iterable[float]) -> float:
+    """Unweighted mean, of the subsets present (a headline over fewer is discarded by `result`)."""
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")

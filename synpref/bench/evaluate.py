@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from synpref.bench.base import BenchResult, Item, benchmark_names, get_benchmark
+from synpref.bench.base import Benchmark, BenchResult, Item, benchmark_names, get_benchmark
 from synpref.data.models import Message
 from synpref.errors import SynprefError
 
@@ -32,6 +32,7 @@ class Scorer(Protocol):
 class EvalRun:
     results: dict[str, BenchResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # benchmark -> why, and how to get its data
+    incomplete: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> parts its files lack
     texts: int = 0  # (history, response) texts the benchmarks asked for
     unique_texts: int = 0  # texts actually scored
 
@@ -39,25 +40,19 @@ class EvalRun:
 def evaluate(scorer: Scorer, names: list[str], data_dir: Path, console=None, download: bool = False) -> EvalRun:
     """Load each benchmark found under `data_dir/<name>/`, score all texts once, apply the rules.
 
-    With `download`, a missing benchmark hosted on the Hugging Face Hub is fetched first.
+    Everything that can be known without scoring (missing files, a missing part, unreadable
+    data) is found and reported first, so a long scoring run never ends in an error that
+    throws its results away. With `download`, a missing benchmark hosted on the Hugging Face
+    Hub is fetched first.
     """
     run = EvalRun()
-    loaded: dict[str, list[Item]] = {}
+    loaded = {}
     for name in benchmark_names() if names == ["all"] else names:
-        benchmark = get_benchmark(name)
-        directory = data_dir / name
-        if download and not directory.is_dir() and benchmark.hub:
-            benchmark.download(directory)
-        if not directory.is_dir():
-            run.skipped[name] = f"no data in {directory}; to get it: {benchmark.how_to_get(directory)}"
-            continue
-        loaded[name] = benchmark.load(directory)
-        if not loaded[name]:
-            del loaded[name]
-            run.skipped[name] = f"{directory} holds no items"
+        items = _load(get_benchmark(name), data_dir / name, run, download)
+        if items:
+            loaded[name] = items
     if console:
-        for name, reason in run.skipped.items():
-            console.print(f"[yellow]skipping {name}[/]: {reason}", highlight=False)
+        _report_gaps(run, console)
     slots, conversations = _unique_texts(loaded)
     run.texts = sum(len(item.responses) for items in loaded.values() for item in items)
     run.unique_texts = len(conversations)
@@ -66,6 +61,36 @@ def evaluate(scorer: Scorer, names: list[str], data_dir: Path, console=None, dow
         item_rewards = [[rewards[slot] for slot in item_slots] for item_slots in slots[name]]
         run.results[name] = get_benchmark(name).score(items, item_rewards)
     return run
+
+
+def _load(benchmark: Benchmark, directory: Path, run: EvalRun, download: bool) -> list[Item]:
+    """The benchmark's items, or [] with the reason in `run.skipped`; gaps in `run.incomplete`."""
+    name = benchmark.name
+    if download and not directory.is_dir() and benchmark.hub:
+        benchmark.download(directory)
+    if not directory.is_dir():
+        run.skipped[name] = f"no data in {directory}; to get it: {benchmark.how_to_get(directory)}"
+        return []
+    try:
+        items = benchmark.load(directory)
+    except SynprefError as error:  # one unreadable benchmark does not cost the others their run
+        run.skipped[name] = f"unreadable data in {directory}: {error}"
+        return []
+    if not items:
+        run.skipped[name] = f"{directory} holds no items"
+    elif missing := benchmark.missing_parts(items):
+        run.incomplete[name] = missing
+    return items
+
+
+def _report_gaps(run: EvalRun, console) -> None:
+    for name, reason in run.skipped.items():
+        console.print(f"[yellow]skipping {name}[/]: {reason}", highlight=False)
+    for name, parts in run.incomplete.items():
+        console.print(
+            f"[yellow]{name} is incomplete[/]: no data for {', '.join(parts)}; "
+            "its other parts are scored, its headline score is left out", highlight=False,
+        )  # fmt: skip
 
 
 def _unique_texts(loaded: dict[str, list[Item]]) -> tuple[dict[str, list[list[int]]], list[list[Message]]]:
@@ -97,6 +122,7 @@ def write_results(run: EvalRun, output: Path, model: str) -> list[Path]:
         "model": model,
         "benchmarks": {name: asdict(result) for name, result in run.results.items()},
         "skipped": run.skipped,
+        "incomplete": run.incomplete,
         "texts": run.texts,
         "unique_texts": run.unique_texts,
         "scoring_saved": run.texts - run.unique_texts,
@@ -118,13 +144,31 @@ def markdown_report(run: EvalRun, model: str) -> str:
     ]
     for name, result in run.results.items():
         reference = " | ".join(f"{PUBLISHED[p][name]:.1f}" for p in published)
-        lines.append(f"| {name} | {100 * result.score:.1f} | {reference} |")
+        lines.append(f"| {name} | {_headline(result)} | {reference} |")
     lines += ["", f"Scored {run.unique_texts:,} unique texts for {run.texts:,} requested "
               f"({run.texts - run.unique_texts:,} saved by scoring identical texts once).", ""]
     for name, result in run.results.items():
         lines += [f"## {name} ({result.items:,} items)", "", "| subset | score |", "|---|---:|"]
         lines += [f"| {subset} | {100 * value:.1f} |" for subset, value in result.subsets.items()]
+        lines += [f"| {subset} | no data |" for subset in result.missing]
+        lines += _other_sets(result.extras.get("other_sets", {}))
         lines.append("")
     if run.skipped:
         lines += ["## Not run", ""] + [f"- {name}: {reason}" for name, reason in run.skipped.items()] + [""]
     return "\n".join(lines)
+
+
+def _headline(result: BenchResult) -> str:
+    if result.score is None:
+        return f"incomplete (no {', '.join(result.missing)})"
+    return f"{100 * result.score:.1f}"
+
+
+def _other_sets(sets: dict[str, dict]) -> list[str]:
+    """Sets a benchmark reports beside its headline set (JudgeBench's Claude responses)."""
+    lines = []
+    for name, values in sets.items():
+        parts = ", ".join(f"{subset} {100 * value:.1f}" for subset, value in values["subsets"].items())
+        lines += ["", f"Second set, {name} ({values['items']:,} items, not in the headline): "
+                  f"{100 * values['score']:.1f} ({parts})"]
+    return lines

@@ -28,7 +28,9 @@ def _scores(run, path: Path) -> Path:
     reference_name, reference = next(iter(PUBLISHED.items()))
     figure, axes = plt.subplots(figsize=(1.4 * len(names) + 3, 4))
     positions = range(len(names))
-    axes.bar([p - 0.2 for p in positions], [100 * run.results[n].score for n in names], 0.4, label="this model")
+    # an incomplete benchmark has no headline: no bar (NaN)
+    ours = [100 * run.results[n].score if run.results[n].score is not None else float("nan") for n in names]
+    axes.bar([p - 0.2 for p in positions], ours, 0.4, label="this model")
     axes.bar([p + 0.2 for p in positions], [reference[n] for n in names], 0.4, label=reference_name, alpha=0.6)
     axes.set_xticks(list(positions), names, rotation=20)
     axes.set_ylabel("score (%)")

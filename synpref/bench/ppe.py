@@ -11,6 +11,7 @@ from synpref.bench.base import (
     Item,
     accuracy,
     data_files,
+    mean,
     read_records,
     register,
     user_turn,
@@ -48,6 +49,9 @@ class PPEPreference(Benchmark):
         value = accuracy(outcomes)
         return self.result(value, {"accuracy": value}, len(items))
 
+    def part_of(self, item: Item) -> str:
+        return "accuracy"
+
 
 PPE_CORRECTNESS_SETS = ("mmlu-pro", "math", "gpqa", "ifeval", "mbpp-plus")
 
@@ -72,6 +76,9 @@ class PPECorrectness(Benchmark):
                 items.append(Item(_history(r["prompt"]), responses, {"set": name, "correct": list(r["scores"])}))
         return items
 
+    def part_of(self, item: Item) -> str:
+        return item.meta["set"]
+
     def score(self, items: list[Item], rewards: list[list[float]]) -> BenchResult:
         # every (correct, incorrect) response pair of a set counts once; a tie is wrong
         pairwise: dict[str, list[bool]] = defaultdict(list)
@@ -84,9 +91,7 @@ class PPECorrectness(Benchmark):
             best_of[item.meta["set"]].append(best_of_n_curve(scores, correct))
         subsets = {name: accuracy(values) for name, values in pairwise.items()}
         curves = {name: [accuracy([c[n] for c in rows]) for n in range(len(rows[0]))] for name, rows in best_of.items()}
-        result = self.result(0.0, subsets, len(items), best_of_n=curves)
-        result.score = sum(result.subsets.values()) / len(result.subsets)
-        return result
+        return self.result(mean(subsets.values()), subsets, len(items), best_of_n=curves)
 
 
 def best_of_n_curve(scores: list[float], correct: list[bool]) -> list[bool]:

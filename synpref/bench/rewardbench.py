@@ -12,6 +12,7 @@ from synpref.bench.base import (
     Item,
     accuracy,
     data_files,
+    mean,
     read_records,
     register,
     user_turn,
@@ -50,19 +51,23 @@ class RewardBench(Benchmark):
     hub = (("allenai/reward-bench", "filtered", "filtered.parquet"),)
 
     def load(self, directory: Path) -> list[Item]:
-        return [
+        items = [
             Item(user_turn(r["prompt"]), [r["chosen"], r["rejected"]], {"subset": r["subset"]})
             for path in data_files(directory)
             for r in read_records(path)
         ]
+        unknown = sorted({item.meta["subset"] for item in items} - set(REWARDBENCH_COUNTS))
+        if unknown:
+            raise SynprefError(f"rewardbench: unknown subset(s) {', '.join(unknown)}")
+        return items
+
+    def part_of(self, item: Item) -> str:
+        return next(section for section, names in REWARDBENCH_SECTIONS.items() if item.meta["subset"] in names)
 
     def score(self, items: list[Item], rewards: list[list[float]]) -> BenchResult:
         outcomes: dict[str, list[bool]] = defaultdict(list)
         for item, (chosen, rejected) in zip(items, rewards):
             outcomes[item.meta["subset"]].append(chosen > rejected)  # a tie is wrong
-        unknown = sorted(set(outcomes) - set(REWARDBENCH_COUNTS))
-        if unknown:
-            raise SynprefError(f"rewardbench: unknown subset(s) {', '.join(unknown)}")
         per_subset = {name: accuracy(values) for name, values in outcomes.items()}
         sections = {}
         for section, names in REWARDBENCH_SECTIONS.items():
@@ -70,9 +75,7 @@ class RewardBench(Benchmark):
             if present:
                 weight = sum(REWARDBENCH_COUNTS[name] for name in present)
                 sections[section] = sum(per_subset[n] * REWARDBENCH_COUNTS[n] for n in present) / weight
-        result = self.result(0.0, sections, len(items), subset_accuracy=per_subset)
-        result.score = sum(result.subsets.values()) / len(result.subsets)
-        return result
+        return self.result(mean(sections.values()), sections, len(items), subset_accuracy=per_subset)
 
 
 REWARDBENCH2_SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
@@ -96,6 +99,9 @@ class RewardBench2(Benchmark):
             for r in read_records(path)
         ]
 
+    def part_of(self, item: Item) -> str:
+        return "Ties" if item.meta["subset"].lower() == "ties" else item.meta["subset"]
+
     def score(self, items: list[Item], rewards: list[list[float]]) -> BenchResult:
         outcomes: dict[str, list[bool]] = defaultdict(list)
         ties: list[tuple[Item, list[float]]] = []
@@ -108,9 +114,7 @@ class RewardBench2(Benchmark):
         subsets = {name: accuracy(values) for name, values in outcomes.items()}
         if ties:
             subsets["Ties"] = ties_score(ties)
-        result = self.result(0.0, subsets, len(items))
-        result.score = sum(result.subsets.values()) / len(result.subsets)
-        return result
+        return self.result(mean(subsets.values()), subsets, len(items))
 
 
 def ties_score(ties: list[tuple[Item, list[float]]]) -> float:

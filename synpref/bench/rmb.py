@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import Benchmark, BenchResult, Item, accuracy, read_records, register
+from synpref.bench.base import Benchmark, BenchResult, Item, accuracy, mean, read_records, register
 from synpref.data.models import Message
 
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "bot": "assistant", "system": "system"}
@@ -45,6 +45,5 @@ class RMB(Benchmark):
         for item, scores in zip(items, rewards):
             # pairwise: chosen beats rejected; best-of-N: the best beats every loser (ties are wrong)
             outcomes[item.meta["subset"]].append(all(scores[0] > other for other in scores[1:]))
-        result = self.result(0.0, {name: accuracy(v) for name, v in outcomes.items()}, len(items))
-        result.score = sum(result.subsets.values()) / len(result.subsets)
-        return result
+        subsets = {name: accuracy(v) for name, v in outcomes.items()}
+        return self.result(mean(subsets.values()), subsets, len(items))

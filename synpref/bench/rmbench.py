@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import Benchmark, BenchResult, Item, read_records, register, user_turn
+from synpref.bench.base import Benchmark, BenchResult, Item, mean, read_records, register, user_turn
 from synpref.errors import SynprefError
 
 STYLES = ("concise", "detailed", "detailed-markdown")  # order of the chosen/rejected lists
@@ -16,6 +16,7 @@ DOMAINS = ("chat", "math", "code", "safety")  # safety-refuse and safety-respons
 class RMBench(Benchmark):
     name = "rm-bench"
     subsets = DOMAINS + ("hard", "normal", "easy")
+    parts = DOMAINS
     source = "github.com/THU-KEG/RM-Bench data/*.json; rules of its compute_accuracy"
     github = "THU-KEG/RM-Bench"
 
@@ -34,6 +35,9 @@ class RMBench(Benchmark):
                 items.append(Item(user_turn(record["prompt"]), responses, {"domain": domain}))
         return items
 
+    def part_of(self, item: Item) -> str:
+        return item.meta["domain"]
+
     def score(self, items: list[Item], rewards: list[list[float]]) -> BenchResult:
         by_domain: dict[str, list[list[float]]] = defaultdict(list)
         for item, scores in zip(items, rewards):
@@ -41,12 +45,10 @@ class RMBench(Benchmark):
         matrices = {domain: style_matrix(by_domain[domain]) for domain in DOMAINS if domain in by_domain}
         levels = {domain: difficulty_levels(m) for domain, m in matrices.items()}
         subsets = {domain: sum(v.values()) / 3 for domain, v in levels.items()}
-        for level in ("hard", "normal", "easy"):
-            if levels:
-                subsets[level] = sum(v[level] for v in levels.values()) / len(levels)
-        result = self.result(0.0, subsets, len(items), matrix=matrices, levels=levels)
-        result.score = sum(result.subsets[d] for d in DOMAINS) / len(DOMAINS)
-        return result
+        for level in ("hard", "normal", "easy"):  # over the domains present
+            subsets[level] = mean(v[level] for v in levels.values())
+        score = mean(subsets[domain] for domain in matrices)
+        return self.result(score, subsets, len(items), matrix=matrices, levels=levels)
 
 
 def style_matrix(rows: list[list[float]]) -> list[list[float]]:

@@ -32,6 +32,11 @@ def r(value: float, text: str = "answer") -> str:
     return f"{text} [r={value}]"
 
 
+# Over 512 tokens (MiniLM's positions), as many real benchmark responses are: one such response
+# is in each of the JudgeBench, RM-Bench and RMB fixtures.
+LONG = "Let us work through this step by step, checking every case. " * 60
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -110,14 +115,14 @@ def rmb(directory: Path) -> None:
         return {"llm_name": name, "answer": r(value, name)}
 
     pairwise = {
-        "Helpfulness": [(1, 0), (0, 1)],
-        "Harmlessness": [(1, 1)],
+        "Helpfulness": [(1, 0, "chosen"), (0, 1, "chosen " + LONG)],
+        "Harmlessness": [(1, 1, "chosen")],
     }
     for goal, rows in pairwise.items():
         records = [
             {"pair_uid": f"{goal}{i}", "conversation_input": conversation(f"{goal} prompt {i}"),
-             "chosen": answer(c, "chosen"), "reject": answer(w, "reject"), "category_path": f"{goal}/x"}
-            for i, (c, w) in enumerate(rows)
+             "chosen": answer(c, name), "reject": answer(w, "reject"), "category_path": f"{goal}/x"}
+            for i, (c, w, name) in enumerate(rows)
         ]  # fmt: skip
         write_json(directory / "RMB_dataset" / "Pairwise_set" / goal / "Chat" / "x.json", records)
     # The first helpful BoN item reuses the first helpful pair's prompt and rejected answer, as
@@ -151,21 +156,27 @@ def rm_bench(directory: Path) -> None:
              "rejected": [r(v, f"rejected style {k}") for k, v in enumerate(rejected)]}
             for i, (chosen, rejected) in enumerate(rows)
         ]  # fmt: skip
+        if stem == "chat_filtered":
+            records[0]["rejected"][2] = r(2.5, "rejected style 2 " + LONG)
         write_json(directory / "data" / f"{stem}.json", records)
 
 
 def judgebench(directory: Path) -> None:
-    rows = [
-        ("mmlu-pro-physics", "A>B", 2, 1), ("mmlu-pro-law", "B>A", 2, 1),
-        ("livebench-reasoning", "A>B", 1, 1), ("livebench-math", "B>A", 0, 1),
-        ("livecodebench", "A>B", 3, 2), ("livecodebench", "A>B", 2, 3), ("livecodebench", "A>B", 5, 4),
+    """Both response files, named as in ScalerLab/JudgeBench's data/ folder."""
+    gpt = [  # (source, label, reward of A, reward of B, text of A)
+        ("mmlu-pro-physics", "A>B", 2, 1, "A"), ("mmlu-pro-law", "B>A", 2, 1, "A"),
+        ("livebench-reasoning", "A>B", 1, 1, "A"), ("livebench-math", "B>A", 0, 1, "A"),
+        ("livecodebench", "A>B", 3, 2, "A " + LONG), ("livecodebench", "A>B", 2, 3, "A"),
+        ("livecodebench", "A>B", 5, 4, "A"), ("livebench-math", "B>A", 2, 2, "A"),
     ]  # fmt: skip
-    records = [
-        {"pair_id": f"p{i}", "original_id": f"o{i}", "source": s, "question": f"question {i}",
-         "response_model": "m", "response_A": r(a, "A"), "response_B": r(b, "B"), "label": label}
-        for i, (s, label, a, b) in enumerate(rows)
-    ]  # fmt: skip
-    write_jsonl(directory / "data" / "dataset=judgebench,response_model=gpt-4o.jsonl", records)
+    claude = [("mmlu-pro-math", "A>B", 1, 0, "A"), ("livecodebench", "B>A", 1, 1, "A"), ("livebench-reasoning", "A>B", 0, 1, "A")]
+    for model, rows in (("gpt-4o-2024-05-13", gpt), ("claude-3-5-sonnet-20240620", claude)):
+        records = [
+            {"pair_id": f"{model}-{i}", "original_id": f"o{i}", "source": s, "question": f"{model} question {i}",
+             "response_model": model, "response_A": r(a, text), "response_B": r(b, "B"), "label": label}
+            for i, (s, label, a, b, text) in enumerate(rows)
+        ]  # fmt: skip
+        write_jsonl(directory / "data" / f"dataset=judgebench,response_model={model}.jsonl", records)
 
 
 WRITERS = {

@@ -64,11 +64,14 @@ def test_ppe_correctness_pairwise_accuracy_and_best_of_n(tmp_path):
     assert result.extras["best_of_n"]["gpqa"] == [1.0, 1.0]
 
 
-def test_ppe_correctness_missing_set_is_an_error_not_a_zero(tmp_path):
+def test_ppe_correctness_missing_set_is_reported_never_a_zero(tmp_path):
     fixtures.ppe_correctness(tmp_path / "ppe-correctness")
     (tmp_path / "ppe-correctness" / "gpqa.jsonl").unlink()
-    with pytest.raises(SynprefError, match="ppe-correctness: no data for subset\\(s\\) gpqa"):
-        evaluate(TextRewardScorer(), ["ppe-correctness"], tmp_path)
+    run = evaluate(TextRewardScorer(), ["ppe-correctness"], tmp_path)
+    result = run.results["ppe-correctness"]
+    assert run.incomplete == {"ppe-correctness": ["gpqa"]}
+    assert (result.score, result.missing) == (None, ["gpqa"])
+    assert result.subsets == pytest.approx({"mmlu-pro": 1.0, "math": 3 / 7, "ifeval": 1.0, "mbpp-plus": 1.0}, abs=1e-12)
 
 
 def test_rmb_best_of_n_needs_the_best_to_beat_every_loser(tmp_path):
@@ -91,14 +94,78 @@ def test_rm_bench_style_matrix(tmp_path):
     assert result.score == pytest.approx((1 / 3 + 1 + 0 + 0.5) / 4, abs=1e-12)
 
 
-def test_judgebench_categories_and_both_means(tmp_path):
+def test_judgebench_is_scored_by_its_authors_rule_on_the_gpt4o_set(tmp_path):
+    """ScalerLab/JudgeBench utils/judges.py: "A>B" if score_A > score_B else "B>A" (a tie goes
+    to B); the headline is the GPT-4o file alone, the Claude file a second set beside it."""
     result = run_one("judgebench", tmp_path)
-    # knowledge 1/2, reasoning 0/1 (a tie), math 1/1, coding 2/3; overall 4 of 7 pairs
+    # GPT-4o set: knowledge 1/2; reasoning 0/1 (a 1-1 tie goes to B, the label is A>B);
+    # math 2/2 (the 2-2 tie goes to B, which the label prefers); coding 2/3; overall 5 of 8 pairs
     assert result.subsets == pytest.approx(
         {"knowledge": 0.5, "reasoning": 0.0, "math": 1.0, "coding": 2 / 3,
          "category-mean": (0.5 + 0 + 1 + 2 / 3) / 4}, abs=1e-12
     )  # fmt: skip
-    assert result.score == pytest.approx(4 / 7, abs=1e-12)
+    assert (result.score, result.items, result.missing) == (5 / 8, 8, [])
+    # Claude set: knowledge 1-0 right, coding 1-1 tie to B right (label B>A), reasoning 0-1 wrong
+    assert result.extras["other_sets"] == {
+        "claude-3-5-sonnet-20240620": {"score": 2 / 3, "items": 3, "subsets": {"knowledge": 1.0, "reasoning": 0.0, "coding": 1.0}},
+    }  # fmt: skip
+
+
+def test_judgebench_without_the_gpt4o_file_has_no_headline(tmp_path):
+    fixtures.judgebench(tmp_path / "judgebench")
+    (tmp_path / "judgebench" / "data" / "dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl").unlink()
+    run = evaluate(TextRewardScorer(), ["judgebench"], tmp_path)
+    result = run.results["judgebench"]
+    assert run.incomplete == {"judgebench": ["knowledge", "reasoning", "math", "coding"]}
+    assert (result.score, result.subsets, result.items) == (None, {}, 0)
+    assert result.extras["other_sets"]["claude-3-5-sonnet-20240620"]["score"] == 2 / 3
+
+
+def test_rm_bench_without_a_domain_is_reported_before_scoring_and_the_rest_written(tmp_path):
+    """RM-Bench without its math file failed with "no data for subset(s) math" only after
+    scoring everything, and wrote nothing, not even the complete benchmarks' results."""
+    from synpref.bench.evaluate import write_results
+
+    fixtures.rm_bench(tmp_path / "rm-bench")
+    fixtures.rmb(tmp_path / "rmb")
+    (tmp_path / "rm-bench" / "data" / "math_filtered.json").unlink()
+    printed = []
+
+    class Console:
+        def print(self, text, highlight=True):
+            printed.append(text)
+
+    class ScorerCheckingTheReport(TextRewardScorer):
+        def score(self, conversations):
+            assert printed == ["[yellow]rm-bench is incomplete[/]: no data for math; "
+                               "its other parts are scored, its headline score is left out"]  # fmt: skip
+            return super().score(conversations)
+
+    run = evaluate(ScorerCheckingTheReport(), ["rmb", "rm-bench"], tmp_path, console=Console())
+    result = run.results["rm-bench"]
+    assert (result.score, result.missing) == (None, ["math"])
+    # chat 1/3, code 0, safety 1/2; the levels average the three domains there
+    assert result.subsets == pytest.approx(
+        {"chat": 1 / 3, "code": 0.0, "safety": 0.5, "hard": 1 / 6, "normal": 1 / 3, "easy": 1 / 3}, abs=1e-12
+    )
+    assert run.results["rmb"].score == 0.5
+    write_results(run, tmp_path / "out", "m")
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["incomplete"] == {"rm-bench": ["math"]}
+    assert (written["benchmarks"]["rm-bench"]["score"], written["benchmarks"]["rm-bench"]["missing"]) == (None, ["math"])
+    assert written["benchmarks"]["rmb"]["score"] == 0.5
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| rm-bench | incomplete (no math) |" in table and "| math | no data |" in table
+
+
+def test_an_unreadable_benchmark_does_not_cost_the_others_their_run(tmp_path):
+    fixtures.judgebench(tmp_path / "judgebench")
+    fixtures.rmb(tmp_path / "rmb")
+    bad = tmp_path / "judgebench" / "data" / "dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl"
+    bad.write_text(bad.read_text().replace('"livebench-math"', '"trivia"', 1))
+    run = evaluate(TextRewardScorer(), ["rmb", "judgebench"], tmp_path)
+    assert list(run.results) == ["rmb"]
+    assert run.skipped == {"judgebench": f"unreadable data in {tmp_path / 'judgebench'}: judgebench: unknown source 'trivia'"}
 
 
 # --- contract tests over every registered benchmark -------------------------------------
@@ -126,12 +193,14 @@ def test_benchmark_contract(name, tmp_path):
     assert items and all(item.responses and item.history[-1].role == "user" for item in items)
     result = evaluate(TextRewardScorer(), [name], tmp_path).results[name]
     assert list(result.subsets) == list(benchmark.subsets)
-    assert 0.0 <= result.score <= 1.0
+    assert 0.0 <= result.score <= 1.0 and result.missing == []
+    assert benchmark.missing_parts(items) == []
     assert benchmark.prompts(tmp_path / name)[0] == items[0].history[0].content
-    # A declared subset with no data is an error, never a silent zero.
+    # A declared subset with no data is reported as missing, never a silent zero, and the
+    # headline, which stands for all subsets, is left out.
     partial = {subset: 0.5 for subset in benchmark.subsets[1:]}
-    with pytest.raises(SynprefError, match=f"{name}: no data for subset\\(s\\) {benchmark.subsets[0]}"):
-        benchmark.result(0.5, partial, len(items))
+    incomplete = benchmark.result(0.5, partial, len(items))
+    assert (incomplete.score, incomplete.missing, incomplete.subsets) == (None, [benchmark.subsets[0]], partial)
 
 
 def test_missing_benchmark_data_is_skipped_with_instructions(tmp_path):
@@ -148,8 +217,8 @@ def test_identical_texts_are_scored_once_per_run(tmp_path):
     run = evaluate(scorer, ["all"], tmp_path)
     assert list(run.results) == benchmark_names()
     # responses: rewardbench 16, rewardbench2 36, ppe-preference 8, ppe-correctness 16, rmb 16,
-    # rm-bench 36, judgebench 14; one RMB text repeats (see fixtures.rmb)
-    assert (run.texts, run.unique_texts, scorer.scored) == (142, 141, 141)
+    # rm-bench 36, judgebench 22; one RMB text repeats (see fixtures.rmb)
+    assert (run.texts, run.unique_texts, scorer.scored) == (150, 149, 149)
 
 
 def test_ingest_decontaminates_against_registered_benchmarks(tmp_path):
@@ -170,7 +239,7 @@ def test_ingest_decontaminates_against_registered_benchmarks(tmp_path):
     assert (run.sources[0].kept, run.sources[0].contaminated) == (1, 1)
     assert run.sources[0].contaminated_by == {"rm-bench": 1}
     assert run.decontamination == {"rm-bench": {"prompts": 6, "shorter_than_n": 5},
-                                   "judgebench": {"prompts": 7, "shorter_than_n": 7}}
+                                   "judgebench": {"prompts": 11, "shorter_than_n": 11}}
     with pytest.raises(SynprefError, match="--decontaminate-against rmb: its files must be in BENCH_DIR/rmb/"):
         ingest(workspace, IngestOptions([str(pool)], decontaminate_against=["rmb"], workers=1))
 
