@@ -52,7 +52,8 @@ class RemoteScorer:
 
     def _post(self, batch: list[list[Message]]) -> list[float]:
         if self.protocol == "synpref":
-            body = {"conversations": [[m.model_dump() for m in c] for c in batch]}
+            # cut over-long inputs, as a local `RewardScorer` does, rather than have the server refuse them
+            body = {"conversations": [[m.model_dump() for m in c] for c in batch], "truncate": True}
             path, key = "/v1/score", "scores"
         else:
             body = {"query": [self.formatter.text(c[:-1], c[-1])[0] for c in batch]}
