@@ -490,6 +490,28 @@ def curate_stage2(workspace: WorkspaceArg, config: CurateConfigOption = None, se
     console.print(json.dumps(run_stage2(ws, curate_config, log=console.print)))
 
 
+@curate_app.command("ablation")
+def curate_ablation(
+    workspace: WorkspaceArg,
+    bench_dir: Annotated[Optional[Path], typer.Option(help="DIR/<benchmark>/ files: also score every condition's model (fold 1) on them")] = None,
+    folds: Annotated[int, typer.Option(help="gold is split into this many parts by a seeded hash; each is held out once")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the gold split, the random-subset control and the bootstrap")] = 0,
+    config: CurateConfigOption = None, set: CurateSetOption = None, executor: ExecutorOption = None,
+) -> None:
+    """Raw pool vs curated vs curated + flipped vs gold vs a random subset, on held-out gold with 95% intervals."""
+    from synpref.curate.ablation import run_ablation
+
+    ws, curate_config = _curate_config(workspace, config, set, executor)
+    try:
+        results = run_ablation(ws, curate_config, folds=folds, seed=seed, bench_dir=bench_dir, log=console.print)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished steps are kept; run the same command again to continue")
+        raise typer.Exit(130) from None
+    for name, row in results["accuracy"].items():
+        console.print(f"{name:>14}: {row['accuracy']:.4f}  [{row['low']:.4f}, {row['high']:.4f}]")
+    console.print(f"report: {ws.root / 'runs' / 'ablation' / 'report.html'} ({results['seconds']:.0f} s)")
+
+
 @curate_app.command("report")
 def curate_report(workspace: WorkspaceArg, output: Annotated[Optional[Path], typer.Option(help="folder (default: WORKSPACE/runs/curate-report)")] = None) -> None:
     """Markdown/HTML report with PNG plots: gold accuracy per iteration, kept/discarded/flipped, judge agreement."""

@@ -56,6 +56,18 @@ class Stage2Config(BaseModel):
     best_model: Optional[str] = None  # default: the last Stage 1 iteration's model
     gold_model: Optional[str] = None  # default: trained here on every gold pair
     max_judged: Optional[int] = Field(None, ge=0)  # LLM budget: pairs past it go unjudged (no LLM support)
+    scope: Literal["unlabelled", "all"] = "unlabelled"  # all: decide Stage 1's pairs too (every pool pair)
+
+
+class JudgeGateConfig(BaseModel):
+    """Each judge's say is measured on gold first (synpref/curate/gating.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # off: judges vote as configured, unmeasured
+    calibration_pairs: int = Field(50, ge=1)  # gold pairs each judge labels to earn its weight
+    alpha: float = Field(0.05, gt=0, lt=1)  # a judge must beat chance at this significance
+    seed: int = 0  # which gold pairs are the calibration sample
 
 
 class CurateConfig(BaseModel):
@@ -73,6 +85,7 @@ class CurateConfig(BaseModel):
     ray_workers: int = Field(2, ge=1)  # concurrent Ray actors (each loads the models once)
     stage1: Stage1Config = Field(default_factory=Stage1Config)
     stage2: Stage2Config = Field(default_factory=Stage2Config)
+    judge_gate: JudgeGateConfig = Field(default_factory=JudgeGateConfig)
 
     def rm_options(self) -> dict[str, Any]:
         return {**_default_rm(), **self.rm}

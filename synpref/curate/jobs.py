@@ -44,7 +44,7 @@ class EmbedJob:
         from synpref.retrieval.embed import Embedder, embedding_text
 
         if not self._state:
-            self._state["embedder"] = Embedder(self.embedder)
+            self._state["embedder"] = Embedder(self.embedder, cache_dir=Path(self.workspace_root) / "cache" / "embeddings")
             self._state["attributes"] = load_attributes(Path(self.workspace_root))
         pairs = read_shard_pairs(source)
         texts = [embedding_text([m.model_dump() for m in p.conversation], self._state["attributes"].get(p.id)) for p in pairs]
@@ -61,6 +61,7 @@ class ScoreJob:
     gold_model: str
     max_length: int = 512
     token_budget: int = 8192
+    workspace_root: str | None = None  # where head-only RMs find cached features
     name: str = "score"
     _state: dict = field(default_factory=dict, repr=False)
 
@@ -80,11 +81,11 @@ class ScoreJob:
 
     def _scorer(self, model: str):
         if model not in self._state:
-            from synpref.rm.scorer import RewardScorer
+            from synpref.curate.config import CurateConfig
+            from synpref.curate.training import load_scorer
 
-            self._state[model] = RewardScorer.from_pretrained(
-                model, max_length=self.max_length, token_budget=self.token_budget, show_progress=False
-            )
+            root = Path(self.workspace_root) if self.workspace_root else None
+            self._state[model] = load_scorer(model, CurateConfig(), root, max_length=self.max_length, token_budget=self.token_budget)
         return self._state[model]
 
 

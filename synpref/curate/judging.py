@@ -47,6 +47,8 @@ def _selection_workspace(workspace_root: Path, pairs: list[PreferencePair], gold
         (directory / "annotate" / "attributes").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(attributes, directory / "annotate" / "attributes" / "samples.jsonl")
     for split, items in (("gold", gold), ("pool", pairs)):
+        if not items:
+            continue  # e.g. no gold left for examples when all of it calibrates the judges
         path = directory / f"{split}.jsonl"
         if not path.is_file():
             tmp = path.with_name(path.name + ".tmp")

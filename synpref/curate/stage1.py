@@ -22,7 +22,7 @@ from typing import Any
 from synpref.curate.config import CurateConfig
 from synpref.curate.jobs import EmbedJob
 from synpref.curate.shards import run_shards, write_shards, write_table_atomic
-from synpref.curate.training import gold_probabilities, train_reward_model
+from synpref.curate.training import gold_file, gold_probabilities, train_reward_model, write_pairs
 from synpref.errors import SynprefError
 
 SILVER_VERDICTS = ("chosen", "rejected", "seed")  # a verdict that gives the pair an orientation
@@ -64,8 +64,6 @@ def stage2_discarded(workspace) -> set[str]:
 def run_stage1(workspace, config: CurateConfig, *, iterations: int | None = None, log=print) -> list[dict[str, Any]]:
     """Run (or resume) iterations 1..N; returns every iteration's summary."""
     total = iterations or config.stage1.iterations
-    if config.judges is None:
-        raise SynprefError("stage1: the config has no `judges:` to label the retrieved pairs")
     pairs = {p.id: p for split, p in workspace.iter_pairs() if split in ("pool", "silver")}
     gold = [p for _, p in workspace.iter_pairs("gold")]
     if not gold:
@@ -111,8 +109,8 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pa
     excluded = state["labelled"] | stage2_discarded(workspace)
     silver_file = _write_silver(directory / "silver.jsonl", pairs, state["silver"])
     log(f"stage1 iter-{number}: training on {len(state['silver']):,} silver pairs")
-    training = train_reward_model(config, str(silver_file), directory / "model", gold=str(workspace.root))
-    probabilities = _gold_p(directory, config, gold)
+    training = train_reward_model(config, str(silver_file), directory / "model", gold=str(gold_file(workspace)), workspace_root=workspace.root)
+    probabilities = _gold_p(directory, config, gold, workspace.root)
     retrieved = _retrieve(workspace, config, directory, gold, probabilities, excluded)
     log(f"stage1 iter-{number}: gold accuracy {training['best_gold_accuracy']}, retrieved {len(retrieved)} pairs; judging")
     verdicts = _judge(workspace, config, directory, [pairs[i] for i in retrieved], gold)
@@ -132,26 +130,19 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pa
 
 def _write_silver(path: Path, pairs, silver: dict[str, bool]) -> Path:
     """Silver pairs as JSONL, chosen first; a pair the judges reversed is written swapped."""
-    lines = []
-    for pair_id, flipped in silver.items():
-        pair = pairs[pair_id]
-        chosen, rejected = (pair.rejected, pair.chosen) if flipped else (pair.chosen, pair.rejected)
-        lines.append(json.dumps({"conversation": [m.model_dump() for m in pair.conversation], "chosen": chosen.model_dump(),
-                                 "rejected": rejected.model_dump(), "source": pair.source}))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    from synpref.curate.ablation import _swapped
+
+    return write_pairs(path, [_swapped(pairs[i]) if flipped else pairs[i] for i, flipped in silver.items()])
 
 
-def _gold_p(directory: Path, config: CurateConfig, gold) -> list[float]:
+def _gold_p(directory: Path, config: CurateConfig, gold, workspace_root: Path) -> list[float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = directory / "gold_p.parquet"
     if path.is_file():
         return pq.read_table(path).column("p").to_pylist()
-    probabilities = gold_probabilities(str(directory / "model"), gold, config)
+    probabilities = gold_probabilities(str(directory / "model"), gold, config, workspace_root)
     write_table_atomic(pq, pa.table({"id": [p.id for p in gold], "p": probabilities}), path)
     return probabilities
 
@@ -204,12 +195,27 @@ def _judge(workspace, config: CurateConfig, directory: Path, retrieved, gold) ->
     if path.is_file():
         table = pq.read_table(path).to_pylist()
         return {r["id"]: (r["verdict"], r["agreement"]) for r in table}
-    verdicts = judge_pairs(workspace.root, retrieved, gold, config.judges.model_dump(mode="json"), directory / "judge-workspace")
+    job = judges_with_say(workspace, config, gold)
+    verdicts = judge_pairs(workspace.root, retrieved, gold, job, directory / "judge-workspace") if job else {}
     verdicts = {p.id: verdicts.get(p.id, ("unsure", 0.0)) for p in retrieved}
     table = pa.table({"id": list(verdicts), "verdict": [v for v, _ in verdicts.values()],
                       "agreement": pa.array([a for _, a in verdicts.values()], pa.float64())})
     write_table_atomic(pq, table, path)
     return verdicts
+
+
+def judges_with_say(workspace, config: CurateConfig, gold) -> dict[str, Any] | None:
+    """The judges file with each judge weighted by its measured gold agreement (None: no judge has a say)."""
+    from synpref.curate.gating import gate_judges
+
+    if config.judges is None:
+        return None  # no judges configured: retrieved pairs stay unlabelled
+    job = config.judges.model_dump(mode="json")
+    if not config.judge_gate.enabled:
+        return job
+    gate = config.judge_gate
+    directory = workspace.root / "runs" / "judge-gate"
+    return gate_judges(workspace.root, job, gold, directory, size=gate.calibration_pairs, alpha=gate.alpha, seed=gate.seed)[0]
 
 
 def _write_state(directory: Path, previous: list[dict[str, Any]], verdicts: dict[str, tuple[str, float]], number: int) -> None:

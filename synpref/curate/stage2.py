@@ -22,7 +22,7 @@ from synpref.curate.config import CurateConfig
 from synpref.curate.decision import decide, needs_annotation
 from synpref.curate.jobs import JudgeJob, ScoreJob
 from synpref.curate.shards import run_shards, write_shards, write_table_atomic
-from synpref.curate.training import train_reward_model
+from synpref.curate.training import gold_file, train_reward_model
 from synpref.errors import SynprefError
 
 
@@ -34,13 +34,13 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     gold_model = config.stage2.gold_model or _train_gold_rm(workspace, config, run)
     best_model = config.stage2.best_model or _best_model_from_stage1(workspace)
-    labelled = last_state(workspace)["labelled"]
+    labelled = last_state(workspace)["labelled"] if config.stage2.scope == "unlabelled" else set()
     remaining = [(s, p) for s, p in workspace.iter_pairs("pool") if p.id not in labelled]
     if config.stage2.limit is not None:
         remaining = remaining[: config.stage2.limit]
     shards = write_shards(remaining, run / "pool", config.shard_size)
     log(f"stage2: {len(remaining):,} pool pairs in {len(shards)} shards; best RM {best_model}, gold RM {gold_model}")
-    score = ScoreJob(best_model, gold_model, config.score_max_length, config.token_budget)
+    score = ScoreJob(best_model, gold_model, config.score_max_length, config.token_budget, str(workspace.root))
     ran = run_shards(score, shards, run / "scores", executor=config.executor, workers=config.ray_workers)
     log(f"stage2: scored {ran} shards ({len(shards) - ran} already done)")
     scores = _read_outputs(run / "scores", shards)
@@ -50,7 +50,7 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
 
 def _train_gold_rm(workspace, config: CurateConfig, run: Path) -> str:
     output = run / "gold-rm"
-    train_reward_model(config, str(workspace.root), output, split="gold")
+    train_reward_model(config, str(gold_file(workspace)), output, workspace_root=workspace.root)
     return str(output)
 
 
@@ -75,12 +75,15 @@ def _judge(workspace, config: CurateConfig, run: Path, shards: list[Path], score
     below = [row["id"] for row in scores if needs_annotation(row["best_p"], margin=stage2.margin, rule=stage2.rule)]
     if not below:
         return {}
-    if config.judges is None:
-        raise SynprefError(f"stage2: {len(below)} pairs need LLM judges under rule {stage2.rule}; add `judges:` to the config")
-    selected = frozenset(below[: stage2.max_judged] if stage2.max_judged is not None else below)
+    from synpref.curate.stage1 import judges_with_say
+
     gold = [(s, p) for s, p in workspace.iter_pairs("gold")]
+    job = judges_with_say(workspace, config, [p for _, p in gold])
+    if job is None:
+        return {}  # no judge earned a say: the rule reads the reward models only
+    selected = frozenset(below[: stage2.max_judged] if stage2.max_judged is not None else below)
     gold_file = write_shards(gold, run / "gold", max(1, len(gold)))[0]
-    job = JudgeJob(str(workspace.root), config.judges.model_dump(mode="json"), selected, str(gold_file), str(run / "judge-workspaces"))
+    job = JudgeJob(str(workspace.root), job, selected, str(gold_file), str(run / "judge-workspaces"))
     run_shards(job, shards, run / "judgments", executor=config.executor, workers=config.ray_workers)
     return {row["id"]: row for row in _read_outputs(run / "judgments", shards)}
 

@@ -50,6 +50,9 @@ class TrainConfig:
     log_every: int = option(10, "print and record metrics every N optimizer steps")
     tensorboard: bool = option(True, "write TensorBoard logs to OUTPUT/tensorboard")
     seed: int = option(0, "seed for the score head, the data order and dropout")
+    head_only: bool = option(False, "freeze the backbone: cache its features once per input and fit a Bradley-Terry head on them in seconds (CPU-sized; see synpref/rm/head.py)")
+    l2: Optional[float] = option(None, "head-only: L2 strength of the head (default: the best of a grid on --gold)")
+    feature_cache: Optional[str] = option(None, "head-only: feature cache folder (default: WORKSPACE/cache/features when --data is a workspace, else ~/.cache/synpref/features)")
 
     def validate(self) -> TrainConfig:
         if not self.data:

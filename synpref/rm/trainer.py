@@ -61,6 +61,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from synpref.rm.models import load_reward_model
 
     config.validate()
+    if config.head_only:
+        return train_head_only(config)
     output = Path(config.output)
     # Without a GPU, say so: accelerate then runs several launched processes on CPU over gloo
     # (otherwise each process of `accelerate launch --multi_gpu` would train alone).
@@ -123,6 +125,30 @@ def train(config: TrainConfig) -> dict[str, Any]:
         state.step += 1
         run.after_step(state, total_steps)
     return run.finish(state, total_steps)
+
+
+def train_head_only(config: TrainConfig) -> dict[str, Any]:
+    """`--head-only`: features from the frozen backbone (cached), a Bradley-Terry head fitted on them."""
+    from synpref.rm.features import FeatureSpec
+    from synpref.rm.head import fit_head_model
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, output)
+    spec = FeatureSpec(config.model, config.max_length)
+    return fit_head_model(load_pairs(config.data, config.split), output, spec, feature_cache_root(config),
+                          gold=_load_gold(config.gold), l2=config.l2)
+
+
+def feature_cache_root(config: TrainConfig) -> Path:
+    from synpref.rm.models import cache_dir
+
+    if config.feature_cache:
+        return Path(config.feature_cache)
+    data = Path(config.data)
+    if data.is_dir() and (data / "synpref.yaml").is_file():
+        return data / "cache" / "features"
+    return cache_dir() / "features"
 
 
 def _shard(global_batch: list[int], accelerator: Any) -> list[int]:

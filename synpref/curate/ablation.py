@@ -1,0 +1,231 @@
+"""`synpref curate ablation`: does curation give a better reward model on *this* data?
+
+The paper's central comparison, on the workspace's own pool and gold. Gold is split by a
+seeded hash into `folds` parts; in fold k the other parts drive the whole loop (Stage 1 and
+Stage 2 over every pool pair, judges gated on them) and part k is held out, seen by no step
+of that fold. Then the same backbone and recipe is trained on
+
+    raw            every pool pair, as labelled
+    kept           the pool pairs Stage 2 keeps
+    kept+flipped   those and the recycled pairs, swapped
+    gold           the fold's loop gold only
+    random         a seeded random subset of the raw pool the size of `kept`: the control
+                   that tells cleaning apart from shrinking
+
+and each is scored on the held-out part. Every gold pair is held out exactly once, so the
+accuracies pool over folds; 95% intervals come from a bootstrap over held-out pairs, and the
+differences between conditions are paired (same test pairs, same resamples).
+
+    runs/ablation/folds.json             gold ids per fold
+    runs/ablation/fold-K/                a fold: a view of the workspace (see FoldWorkspace)
+      runs/stage1, runs/stage2           the loop, as `synpref curate stage1/stage2` write it
+      conditions/<name>/                 pairs.jsonl.gz, model/, heldout.json
+    runs/ablation/results.json, report.md, report.html, accuracy.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from synpref.curate.config import CurateConfig
+from synpref.data.models import PreferencePair
+from synpref.errors import SynprefError
+from synpref.workspace import Workspace
+
+CONDITIONS = ("raw", "kept", "kept+flipped", "gold", "random")
+# Paired differences reported: (better?, than), each on the same held-out pairs.
+COMPARISONS = (("kept", "raw"), ("kept+flipped", "raw"), ("kept", "random"), ("kept+flipped", "random"),
+               ("gold", "raw"), ("raw", "longer wins"))
+LONGER = "longer wins"  # the length baseline: the longer response is preferred
+
+
+def fold_of(pair_id: str, folds: int, seed: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{pair_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % folds
+
+
+class FoldWorkspace(Workspace):
+    """One fold: the main workspace's pairs, with gold limited to the fold's loop part.
+
+    Its own root holds the fold's runs; the LLM cache, features, embeddings and attributes are
+    the main workspace's, so no fold pays twice for what another computed.
+    """
+
+    def __init__(self, main: Workspace, root: Path, loop_gold: set[str]):
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(main.root / "synpref.yaml", root / "synpref.yaml")
+        for shared in ("cache", "annotate"):
+            (main.root / shared).mkdir(exist_ok=True)
+            if not (root / shared).exists():
+                (root / shared).symlink_to((main.root / shared).resolve(), target_is_directory=True)
+        super().__init__(root)
+        self.main, self.loop_gold = main, loop_gold
+
+    def shards(self) -> list[Path]:
+        return self.main.shards()
+
+    def iter_pairs(self, split: str | None = None):
+        for pair_split, pair in super().iter_pairs(split):
+            if pair_split != "gold" or pair.id in self.loop_gold:
+                yield pair_split, pair
+
+
+def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, seed: int = 0,
+                 bench_dir: Path | None = None, resamples: int = 2000, log=print) -> dict[str, Any]:
+    """Run (or resume) every fold and write the results and report; returns the results."""
+    started = time.perf_counter()
+    root = workspace.root / "runs" / "ablation"
+    root.mkdir(parents=True, exist_ok=True)
+    gold = [p for _, p in workspace.iter_pairs("gold")]
+    pool = [p for _, p in workspace.iter_pairs("pool")]
+    if len(gold) < 3 * folds or not pool:
+        raise SynprefError(f"curate ablation: needs a pool and at least {3 * folds} gold pairs (have {len(pool)} pool, {len(gold)} gold)")
+    assignment = {p.id: fold_of(p.id, folds, seed) for p in gold}
+    (root / "folds.json").write_text(json.dumps({"folds": folds, "seed": seed, "gold": assignment}, indent=2))
+    config = config.model_copy(update={"stage2": config.stage2.model_copy(update={"scope": "all"})})
+    fold_results = []
+    for k in range(folds):
+        held_out = [p for p in gold if assignment[p.id] == k]
+        loop_ids = {p.id for p in gold if assignment[p.id] != k}
+        log(f"ablation fold {k + 1}/{folds}: {len(loop_ids)} gold pairs drive the loop, {len(held_out)} held out")
+        fold = FoldWorkspace(workspace, root / f"fold-{k + 1}", loop_ids)
+        fold_results.append(_run_fold(fold, config, pool, held_out, seed + k, log))
+    results = summarise(fold_results, resamples=resamples, seed=seed)
+    results["per_source"] = per_source(fold_results)
+    results["folds"] = [{k: v for k, v in f.items() if k not in ("heldout", "decisions")} for f in fold_results]
+    if bench_dir is not None:
+        results["benchmarks"] = _benchmarks(root / "fold-1", config, Path(bench_dir), log)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    (root / "results.json").write_text(json.dumps(results, indent=2))
+    from synpref.curate.ablation_report import write_ablation_report
+
+    write_ablation_report(results, root)
+    return results
+
+
+def _run_fold(fold: FoldWorkspace, config: CurateConfig, pool: list[PreferencePair], held_out: list[PreferencePair], seed: int, log) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from synpref.curate.stage1 import run_stage1
+    from synpref.curate.stage2 import run_stage2
+
+    stage1 = run_stage1(fold, config, log=log)
+    stage2 = run_stage2(fold, config, log=log)
+    decisions = {r["id"]: r for r in pq.read_table(fold.root / "runs" / "stage2" / "decisions.parquet").to_pylist()}
+    sets = condition_sets(pool, [p for _, p in fold.iter_pairs("gold")], decisions, seed)
+    heldout = {LONGER: [len(p.chosen.content) > len(p.rejected.content) for p in held_out]}
+    sizes = {}
+    for name in CONDITIONS:
+        heldout[name], sizes[name] = _condition(fold, config, name, sets[name], held_out, log)
+    return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout,
+            "heldout_ids": [p.id for p in held_out], "decisions": decisions, "pool_sources": {p.id: p.source for p in pool}}
+
+
+def condition_sets(pool: list[PreferencePair], loop_gold: list[PreferencePair], decisions: dict[str, dict], seed: int) -> dict[str, list[PreferencePair]]:
+    """The training pairs of each condition, from the pool and Stage 2's decisions."""
+    kept = [p for p in pool if decisions.get(p.id, {}).get("action") == "keep"]
+    flipped = [_swapped(p) for p in pool if decisions.get(p.id, {}).get("action") == "flip"]
+    order = sorted(pool, key=lambda p: p.id)
+    random.Random(seed).shuffle(order)
+    return {"raw": list(pool), "kept": kept, "kept+flipped": kept + flipped, "gold": list(loop_gold),
+            "random": order[: len(kept)]}
+
+
+def _swapped(pair: PreferencePair) -> PreferencePair:
+    return PreferencePair.model_construct(id=pair.id + "-flipped", conversation=pair.conversation, chosen=pair.rejected,
+                                          rejected=pair.chosen, source=pair.source, meta=pair.meta)
+
+
+def _condition(fold: FoldWorkspace, config: CurateConfig, name: str, pairs: list[PreferencePair], held_out: list[PreferencePair], log) -> tuple[list[bool], int]:
+    """Train the condition's RM (once) and score the held-out pairs: per pair, right or not."""
+    from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
+
+    directory = fold.root / "conditions" / name.replace("+", "-")
+    result = directory / "heldout.json"
+    if result.is_file():
+        saved = json.loads(result.read_text())
+        return saved["correct"], saved["pairs"]
+    if not pairs:
+        log(f"  {name}: no training pairs; scored as chance (every held-out pair wrong)")
+        return [False] * len(held_out), 0
+    directory.mkdir(parents=True, exist_ok=True)
+    data = write_pairs(directory / "pairs.jsonl.gz", pairs)
+    # Model selection sees the fold's loop gold only (never the held-out part); the gold
+    # condition trains on that gold, so it selects by cross-validation on it instead.
+    gold = None if name == "gold" else str(gold_file(fold))
+    train_reward_model(config, str(data), directory / "model", gold=gold, workspace_root=fold.root)
+    chosen, rejected = load_scorer(str(directory / "model"), config, fold.root).score_pairs(held_out)
+    correct = [c > r for c, r in zip(chosen, rejected)]
+    log(f"  {name}: {len(pairs):,} pairs -> held-out accuracy {sum(correct) / len(correct):.4f}")
+    tmp = result.with_name(result.name + ".tmp")
+    tmp.write_text(json.dumps({"pairs": len(pairs), "correct": correct}))
+    tmp.replace(result)
+    return correct, len(pairs)
+
+
+def bootstrap_interval(values, resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of `values` over `resamples` bootstrap resamples."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def summarise(fold_results: list[dict[str, Any]], *, resamples: int, seed: int) -> dict[str, Any]:
+    """Pooled held-out accuracy per condition and paired differences, with bootstrap intervals."""
+    names = [*CONDITIONS, LONGER]
+    correct = {name: [c for f in fold_results for c in f["heldout"][name]] for name in names}
+    n = len(correct[LONGER])
+    accuracy = {}
+    for name in names:
+        low, high = bootstrap_interval(correct[name], resamples, seed)
+        sizes = [f["sizes"].get(name) for f in fold_results]
+        accuracy[name] = {"accuracy": sum(correct[name]) / n, "low": low, "high": high, "train_pairs_per_fold": sizes}
+    differences = []
+    for better, than in COMPARISONS:
+        delta = [float(a) - float(b) for a, b in zip(correct[better], correct[than])]
+        low, high = bootstrap_interval(delta, resamples, seed)
+        differences.append({"condition": better, "versus": than, "difference": sum(delta) / n, "low": low, "high": high})
+    return {"heldout_pairs": n, "resamples": resamples, "accuracy": accuracy, "differences": differences}
+
+
+def per_source(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per pool source, averaged over folds: kept / discarded / flipped and gold-RM agreement."""
+    rows: dict[str, dict[str, float]] = {}
+    for fold in fold_results:
+        sources = fold["pool_sources"]
+        for pair_id, decision in fold["decisions"].items():
+            row = rows.setdefault(sources.get(pair_id, "?"), {"pairs": 0, "keep": 0, "discard": 0, "flip": 0, "gold_rm_agrees": 0})
+            row["pairs"] += 1
+            row[decision["action"]] += 1
+            row["gold_rm_agrees"] += decision["gold_p"] > 0.5
+    folds = max(1, len(fold_results))
+    return [{"source": source, "pairs": row["pairs"] / folds, "kept": row["keep"] / folds, "discarded": row["discard"] / folds,
+             "flipped": row["flip"] / folds, "gold_rm_agrees": row["gold_rm_agrees"] / max(1, row["pairs"])}
+            for source, row in sorted(rows.items())]
+
+
+def _benchmarks(fold_root: Path, config: CurateConfig, bench_dir: Path, log) -> dict[str, Any]:
+    """Every benchmark found under `bench_dir`, by its own rules, for fold 1's condition models."""
+    from synpref.bench.evaluate import evaluate
+    from synpref.curate.training import load_scorer
+
+    scores = {}
+    for name in CONDITIONS:
+        model = fold_root / "conditions" / name.replace("+", "-") / "model"
+        if not model.is_dir():
+            continue
+        run = evaluate(load_scorer(str(model), config, fold_root), ["all"], bench_dir)
+        scores[name] = {bench: result.score for bench, result in run.results.items()}
+        scores["skipped"] = run.skipped
+        log(f"  benchmarks, {name}: " + ", ".join(f"{b} {s:.4f}" for b, s in scores[name].items()))
+    return scores
