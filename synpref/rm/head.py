@@ -175,12 +175,12 @@ def _save_sequence_classifier(spec: FeatureSpec, head: Head, output: Path) -> No
     import torch
 
     from synpref.rm.models import load_reward_model
+    from synpref.rm.saving import save_reward_model
 
     model, tokenizer = load_reward_model(spec.backbone, seed=0)
     with torch.no_grad():
         model.score.weight.copy_(torch.tensor(head.weight, dtype=model.score.weight.dtype).reshape(1, -1))
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
+    save_reward_model(model, tokenizer, output)
 
 
 def is_head_model(path: str | Path) -> bool:

@@ -297,9 +297,9 @@ class _Run:
         state.best_gold_accuracy, state.best_step = best[0]
 
     def _save_model(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(self.output, safe_serialization=True)
-        self.tokenizer.save_pretrained(self.output)
+        from synpref.rm.saving import save_reward_model
+
+        save_reward_model(self.accelerator.unwrap_model(self.model), self.tokenizer, self.output)
         save_resolved_config(self.config, self.output)
 
     def _checkpoint(self, state: TrainState) -> None:

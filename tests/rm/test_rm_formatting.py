@@ -23,13 +23,14 @@ def test_smollm2_text_is_the_chat_template_without_a_system_prompt(smollm2_token
         "<|im_start|>user\nHi there<|im_end|>\n"
         "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n"
         "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
-        "<|im_start|>assistant\n2 + 2 = 4.<|im_end|>\n"
+        "<|im_start|>assistant\n2 + 2 = 4.<|im_end|>"
     )
     text, text_pair = RewardFormatter(smollm2_tokenizer).text(CONVERSATION, RESPONSE)
     assert (text, text_pair) == (expected, None)
-    # Exactly what the template writes, less the system prompt it injects on its own.
+    # Exactly what the template writes, less the system prompt it injects on its own and the
+    # newline after the last <|im_end|>, where a policy's sampled reply ends.
     messages = [m.model_dump() for m in [*CONVERSATION, RESPONSE]]
-    assert smollm2_tokenizer.apply_chat_template(messages, tokenize=False) == SMOLLM2_DEFAULT_SYSTEM + expected
+    assert smollm2_tokenizer.apply_chat_template(messages, tokenize=False) == SMOLLM2_DEFAULT_SYSTEM + expected + "\n"
 
 
 def test_smollm2_ids_have_one_leading_bos(smollm2_tokenizer):
@@ -47,7 +48,7 @@ def test_a_system_message_in_the_conversation_is_kept(smollm2_tokenizer):
     assert text == (
         "<|im_start|>system\nBe brief.<|im_end|>\n"
         "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
-        "<|im_start|>assistant\n2 + 2 = 4.<|im_end|>\n"
+        "<|im_start|>assistant\n2 + 2 = 4.<|im_end|>"
     )
 
 
@@ -61,8 +62,12 @@ class BosAddingTokenizer:
         "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
     )
 
-    def apply_chat_template(self, messages, tokenize=False):
-        return jinja2.Template(self.chat_template).render(messages=messages, bos_token=self.bos_token)
+    def apply_chat_template(self, messages, tokenize=False, chat_template=None, add_generation_prompt=False):
+        template = jinja2.Template(chat_template or self.chat_template)
+        return template.render(messages=messages, bos_token=self.bos_token, add_generation_prompt=add_generation_prompt)
+
+    def get_added_vocab(self):
+        return {"<|end|>": 3}
 
     def __call__(self, text):
         return {"input_ids": [self.bos_token_id] + [ord(c) for c in text]}

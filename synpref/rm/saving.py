@@ -1,0 +1,76 @@
+"""Save a reward model as a directory that other tools score exactly as synpref does.
+
+Every reward model synpref writes (`synpref train`, head-only decoders) goes through
+`save_reward_model`, so each directory
+
+- carries the reward-model chat template (`synpref.rm.formatting.reward_chat_template`): plain
+  `apply_chat_template`, the Skywork-Reward-V2 model-card recipe, TRL, rewardbench and the
+  queries an RLHF trainer builds from this tokenizer render synpref's input format;
+- has no BOS token when the BOS is a chat header (SmolLM2's `<|im_start|>`), so that recipes
+  which strip "a duplicated BOS" do not cut the first message's header;
+- loads in transformers 4.51 (what rewardbench pins) as well as 5.x: 5.x writes a tokenizer
+  class, a null quantization entry and a rope layout that 4.51 refuses or, worse, misreads
+  (without a top-level `rope_theta` 4.51 silently uses its default base and scores wrongly).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synpref.rm.formatting import bos_is_chat_header, reward_chat_template
+
+# Tokenizer classes transformers 5 writes that 4.x does not know, and the 4.x class that reads
+# the same tokenizer.json.
+_TOKENIZER_CLASSES_4X = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def save_reward_model(model: Any, tokenizer: Any, output: str | Path) -> None:
+    """Write `model` (a sequence classifier) and `tokenizer` as a standard directory."""
+    output = Path(output)
+    model.save_pretrained(output, safe_serialization=True)
+    save_reward_tokenizer(tokenizer, output)
+    _compatible_config(output / "config.json")
+
+
+def save_reward_tokenizer(tokenizer: Any, output: str | Path) -> None:
+    """Write `tokenizer` with the reward-model template and special-token settings.
+
+    Also the tokenizer to hand other trainers (TRL's RewardTrainer) so they see synpref's ids.
+    The caller's tokenizer is left as it is: the files are edited after saving.
+    """
+    output = Path(output)
+    tokenizer.save_pretrained(output)
+    path = output / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if getattr(tokenizer, "chat_template", None):
+        template = reward_chat_template(tokenizer)
+        # Both places: transformers 5 reads chat_template.jinja, 4.x the config entry.
+        (output / "chat_template.jinja").write_text(template)
+        config["chat_template"] = template
+        if bos_is_chat_header(tokenizer):
+            config["bos_token"] = None
+    config["tokenizer_class"] = _TOKENIZER_CLASSES_4X.get(config.get("tokenizer_class"), config.get("tokenizer_class"))
+    # 4.x's generic fast tokenizer would otherwise also return token_type_ids, which Llama refuses.
+    config["model_input_names"] = list(tokenizer.model_input_names)
+    extra = config.get("extra_special_tokens")
+    if isinstance(extra, list):  # 4.x expects a {name: token} mapping here
+        config.pop("extra_special_tokens")
+        config.setdefault("additional_special_tokens", extra)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def _compatible_config(path: Path) -> None:
+    """Rewrite the 5.x-only entries of config.json so that 4.51 reads the same model."""
+    config = json.loads(path.read_text())
+    if "quantization_config" in config and config["quantization_config"] is None:
+        del config["quantization_config"]  # 4.51 calls .get on it
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        config.setdefault("rope_theta", rope["rope_theta"])
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        config.setdefault("rope_scaling", None if scaling.get("rope_type", "default") == "default" else scaling)
+    if "dtype" in config:
+        config.setdefault("torch_dtype", config["dtype"])
+    path.write_text(json.dumps(config, indent=2) + "\n")
