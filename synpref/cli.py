@@ -320,8 +320,8 @@ def eval_command(
     bench: Annotated[Optional[list[str]], typer.Option(help="benchmark name, repeatable; default all")] = None,
     max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones are cut")] = 4096,
     token_budget: Annotated[Optional[int], typer.Option(help="tokens per scoring batch, padding included (default: 16384 on a GPU, 1024 on CPU)")] = None,
-    protocol: Annotated[str, typer.Option(help="for a server URL as --model: synpref (/v1/score) or openrlhf (/get_reward)")] = "synpref",
-    tokenizer: Annotated[Optional[str], typer.Option(help="for --protocol openrlhf: the model's tokenizer, to format texts")] = None,
+    protocol: Annotated[str, typer.Option(help="for a server URL as --model: synpref (/v1/score), openrlhf (/get_reward), vllm or sglang (/classify)")] = "synpref",
+    tokenizer: Annotated[Optional[str], typer.Option(help="for --protocol openrlhf, vllm or sglang: the model's tokenizer, to format inputs")] = None,
     download: Annotated[bool, typer.Option(help="fetch missing benchmarks hosted on the Hugging Face Hub into --data-dir")] = False,
     bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on GPUs and on CPUs with bf16 units; scores move by ~1e-2)")] = False,
 ) -> None:
@@ -427,6 +427,7 @@ def serve(
     request_timeout_s: Annotated[float, typer.Option(help=_serve_help("request_timeout_s"))] = 60.0,
     read_timeout_s: Annotated[float, typer.Option(help=_serve_help("read_timeout_s"))] = 10.0,
     max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones get 422 unless the request asks to truncate")] = 4096,
+    keyless_client: Annotated[Optional[list[str]], typer.Option(help=_serve_help("keyless_clients") + "; repeatable")] = None,
     bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")] = False,
 ) -> None:
     """Serve a reward model over HTTP for RLHF trainers (OpenRLHF's /get_reward included)."""
@@ -443,6 +444,7 @@ def serve(
         max_batch_tokens=max_batch_tokens, model_batch_tokens=model_batch_tokens, max_wait_ms=max_wait_ms,
         max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout_s, read_timeout_s=read_timeout_s, api_keys=keys,
+        keyless_clients=list(keyless_client or []),
     )  # fmt: skip
     scorer = RewardScorer.from_pretrained(
         model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(bf16), show_progress=False
