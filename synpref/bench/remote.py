@@ -4,6 +4,12 @@
 - `openrlhf`: any server speaking OpenRLHF's POST /get_reward (`{"query": [text]}` ->
   `{"rewards": [...]}`), `synpref serve` included; texts are formatted here with the reward
   model's tokenizer (`tokenizer=`), exactly as `RewardScorer` formats them.
+- `vllm`: a vLLM server's POST /classify (`{"model", "input": [text]}` -> `data[i].probs[0]`,
+  with `truncate_prompt_tokens: -1` so that over-long inputs are cut, not refused);
+- `sglang`: an SGLang server's native POST /classify with token ids (`{"model", "input_ids"}`
+  -> `[{"embedding": [score]}]`); ids rather than texts because SGLang refuses an over-long
+  text, and ids cut here are cut exactly as a local `RewardScorer` cuts them.
+Both format with the reward model's tokenizer too; `synpref serve` speaks all four.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import httpx
 from synpref.data.models import Message
 from synpref.errors import SynprefError
 
-PROTOCOLS = ("synpref", "openrlhf")
+PROTOCOLS = ("synpref", "openrlhf", "vllm", "sglang")
+# Protocols whose inputs are formatted on this side, with the reward model's tokenizer.
+FORMATTED_HERE = ("openrlhf", "vllm", "sglang")
 
 
 class RemoteScorer:
@@ -34,9 +42,9 @@ class RemoteScorer:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(timeout=timeout, headers=headers)
         self.formatter = None
-        if protocol == "openrlhf":
+        if protocol in FORMATTED_HERE:
             if tokenizer is None:
-                raise SynprefError("the openrlhf protocol sends formatted texts: pass the model's tokenizer (--tokenizer)")
+                raise SynprefError(f"the {protocol} protocol sends formatted inputs: pass the model's tokenizer (--tokenizer)")
             from transformers import AutoTokenizer
 
             from synpref.rm.formatting import RewardFormatter
@@ -51,17 +59,33 @@ class RemoteScorer:
         return scores
 
     def _post(self, batch: list[list[Message]]) -> list[float]:
-        if self.protocol == "synpref":
-            # cut over-long inputs, as a local `RewardScorer` does, rather than have the server refuse them
-            body = {"conversations": [[m.model_dump() for m in c] for c in batch], "truncate": True}
-            path, key = "/v1/score", "scores"
-        else:
-            body = {"query": [self.formatter.text(c[:-1], c[-1])[0] for c in batch]}
-            path, key = "/get_reward", "rewards"
+        path, body = self._request(batch)
         try:
             response = self.http.post(self.url + path, json=body)
         except httpx.HTTPError as error:
             raise SynprefError(f"reward server {self.url}: {error}") from None
         if response.status_code != 200:
             raise SynprefError(f"reward server {self.url}{path}: HTTP {response.status_code}: {response.text[:300]}")
-        return response.json()[key]
+        return _scores(self.protocol, response.json())
+
+    def _request(self, batch: list[list[Message]]) -> tuple[str, dict]:
+        """(path, JSON body) of one batch in this scorer's protocol."""
+        if self.protocol == "synpref":
+            # cut over-long inputs, as a local `RewardScorer` does, rather than have the server refuse them
+            return "/v1/score", {"conversations": [[m.model_dump() for m in c] for c in batch], "truncate": True}
+        if self.protocol == "sglang":
+            return "/classify", {"model": "reward-model", "input_ids": [self.formatter.encode(c[:-1], c[-1]) for c in batch]}
+        texts = [self.formatter.joined_text(c[:-1], c[-1]) for c in batch]
+        if self.protocol == "vllm":
+            return "/classify", {"model": "reward-model", "input": texts, "truncate_prompt_tokens": -1}
+        return "/get_reward", {"query": texts}
+
+
+def _scores(protocol: str, answer) -> list[float]:
+    if protocol == "synpref":
+        return answer["scores"]
+    if protocol == "openrlhf":
+        return answer["rewards"]
+    if protocol == "vllm":
+        return [row["probs"][0] for row in sorted(answer["data"], key=lambda row: row["index"])]
+    return [row["embedding"][0] for row in answer]

@@ -1,12 +1,15 @@
 """The reward server: `create_app(scorer)` builds a FastAPI app around one `RewardScorer`.
 
 Routes (versioned, pydantic schemas): POST /v1/score, /v1/compare, /v1/best-of-n, OpenRLHF's
-POST /get_reward, GET /health and GET /metrics (Prometheus). Requests are tokenized in a
+POST /get_reward, the inference engines' routes (`synpref.serve.engines`: vLLM's and SGLang's
+/classify, /v1/classify, /v1/embeddings, /pooling, GET /v1/models), GET /health and GET /metrics
+(Prometheus). Requests are tokenized in a
 thread pool, checked against the limits, then merged into batches by `MicroBatcher`.
 Logs carry endpoint, status, counts and latency, never payloads.
 
 With API keys set, every path but /health needs one (the docs and metrics too), checked before
 the body is read; /health then answers only "ok" to a caller without a key, for liveness probes.
+Clients in `keyless_clients` need no key: RLHF trainers send no Authorization header.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from synpref.data.models import Message
 from synpref.serve.batcher import MicroBatcher, QueueFull, UnscorableInput
 from synpref.serve.config import ServeConfig
+from synpref.serve.engines import ENGINE_ROUTES, add_engine_routes
 from synpref.serve.limits import (
     BodyLimits,
     InputTooLong,
@@ -37,7 +41,7 @@ from synpref.serve.limits import (
 )
 
 log = logging.getLogger("synpref.serve")
-ROUTES = ("/v1/score", "/v1/compare", "/v1/best-of-n", "/get_reward", "/health", "/metrics")
+ROUTES = ("/v1/score", "/v1/compare", "/v1/best-of-n", "/get_reward", *ENGINE_ROUTES, "/health", "/metrics")
 
 
 class _Request(BaseModel):
@@ -94,14 +98,21 @@ class BestOfNResponse(BaseModel):
 
 
 class RewardRequest(_Request):
-    """OpenRLHF's remote reward protocol; it may send extra fields (prompts, labels)."""
+    """OpenRLHF's remote reward protocol, as its current client sends it (openrlhf/utils/agent.py:
+    `{"query", "prompts", "labels"}`, one list entry per sample)."""
 
     model_config = ConfigDict(extra="allow")
     query: list[str] = Field(min_length=1, description="full texts: prompt and response, chat template applied")
+    prompts: list[str | None] | None = Field(None, description="the prompts alone; not needed to score")
+    labels: list[Any] | None = Field(None, description="reference answers of rule-based rewards; not used")
+    truncate: bool = Field(True, description="cut over-long queries keeping their end (as OpenRLHF's serve_rm does); false: refuse them")
 
 
 class RewardResponse(BaseModel):
     rewards: list[float]
+    scores: list[float]  # OpenRLHF reads `scores` first (for filtering and logging), then `rewards`
+    # Logged by OpenRLHF per sample, so numbers only: 1.0 where a query was cut, its tokens before cutting.
+    extra_logs: dict[str, list[float]]
 
 
 def create_app(scorer, config: ServeConfig | None = None, model_name: str = "reward-model") -> FastAPI:
@@ -120,7 +131,7 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     app = FastAPI(title="synpref reward server", version="1")
     # Outermost last: the access log sees every answer, the key is checked before the body is read.
     app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, timeout_s=config.read_timeout_s)
-    app.add_middleware(RequireKey, keys=config.api_keys)
+    app.add_middleware(RequireKey, keys=config.api_keys, keyless_clients=config.keyless_clients)
     app.add_middleware(AccessLog, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.router.add_event_handler("shutdown", batcher.close)
@@ -166,7 +177,21 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
 
     @app.post("/get_reward", response_model=RewardResponse)
     async def get_reward(body: RewardRequest) -> RewardResponse:
-        return RewardResponse(rewards=await rewards(encoder.text, body.query, False))
+        lengths: list[int] = []
+
+        def encode(text: str, truncate: bool) -> list[int]:
+            ids, length = encoder.text_and_length(text)
+            if len(ids) < length and not truncate:
+                raise InputTooLong(f"a query has {length:,} tokens, over the limit of {len(ids):,}")
+            lengths.append(length)
+            return ids
+
+        scores = await rewards(encode, body.query, body.truncate)
+        truncated = [float(n > encoder.limit) for n in lengths]
+        extra = {"truncated": truncated, "query_tokens": [float(n) for n in lengths]}
+        return RewardResponse(rewards=scores, scores=scores, extra_logs=extra)
+
+    add_engine_routes(app, rewards, encoder, model_name)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ServeConfig(BaseModel):
@@ -24,4 +26,15 @@ class ServeConfig(BaseModel):
         10.0, gt=0, description="time a client has to send a request's headers, and again its body; slower connections are dropped",
     )  # fmt: skip
     api_keys: list[str] = Field(default_factory=list, description="accepted Bearer keys; empty: no auth")
+    keyless_clients: list[str] = Field(
+        default_factory=list,
+        description="client addresses or networks (e.g. 10.0.0.0/8) that need no key: RLHF trainers on a trusted network, which send none",
+    )  # fmt: skip
+
+    @field_validator("keyless_clients")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad entry
+        return value
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 from collections.abc import Sequence
 
@@ -42,17 +43,39 @@ class RequestEncoder:
             raise InputTooLong(f"a conversation has {len(ids):,} tokens, over the limit of {self.limit:,} (send truncate: true to cut it)")
         return self.formatter.encode(messages[:-1], messages[-1])
 
-    def text(self, text: str, truncate: bool) -> list[int]:
-        """A query already in the chat format (OpenRLHF sends prompt + response as one text)."""
+    def text(self, text: str, truncate: bool, limit: int | None = None, add_special_tokens: bool = True) -> list[int]:
+        """A query already in the chat format (OpenRLHF sends prompt + response as one text;
+        an encoder's prompt and response are joined by its SEP token, see `synpref.rm.formatting`)."""
+        ids, length = self.text_and_length(text, limit, add_special_tokens=add_special_tokens)
+        if len(ids) < length and not truncate:
+            raise InputTooLong(f"a query has {length:,} tokens, over the limit of {len(ids):,}")
+        return ids
+
+    def text_and_length(self, text: str, limit: int | None = None, add_special_tokens: bool = True) -> tuple[list[int], int]:
+        """(ids cut to `limit` the way the formatter cuts, the length before cutting)."""
+        limit = min(limit or self.limit, self.limit)
         tokenizer = self.tokenizer
-        text = _strip_token(text, tokenizer.pad_token)
+        text, text_pair = self.formatter.split_text(_strip_token(text, tokenizer.pad_token))
+        if text_pair is not None:
+            full = tokenizer(text, text_pair)["input_ids"]
+            if len(full) <= limit:
+                return full, len(full)
+            return tokenizer(text, text_pair, truncation="longest_first", max_length=limit)["input_ids"], len(full)
+        ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
         bos = tokenizer.bos_token
-        ids = tokenizer(text)["input_ids"]
         if bos and text.startswith(bos) and len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id:
             ids = ids[1:]  # the policy's decoded text carries a BOS the tokenizer adds again
-        if len(ids) > self.limit and not truncate:
-            raise InputTooLong(f"a query has {len(ids):,} tokens, over the limit of {self.limit:,}")
-        return ids[-self.limit :]
+        return ids[-limit:], len(ids)
+
+    def token_ids(self, ids: Sequence[int], truncate: bool, limit: int | None = None) -> list[int]:
+        """Ids sent as such (vLLM accepts token ids as input); the end is kept when cut."""
+        vocabulary = len(self.tokenizer)
+        if not ids or any(not 0 <= i < vocabulary for i in ids):
+            raise ValueError(f"token ids must be non-empty and within the vocabulary (0 to {vocabulary - 1})")
+        limit = min(limit or self.limit, self.limit)
+        if len(ids) > limit and not truncate:
+            raise InputTooLong(f"an input has {len(ids):,} tokens, over the limit of {limit:,}")
+        return list(ids[-limit:])
 
 
 def _strip_token(text: str, token: str | None) -> str:
@@ -77,19 +100,34 @@ def key_accepted(headers: Sequence[tuple[bytes, bytes]], keys: Sequence[bytes]) 
 
 
 class RequireKey:
-    """ASGI middleware: 401 on every path but `open_paths` unless the request carries a key.
+    """ASGI middleware: 401 on every path but `open_paths` unless the request carries a key or
+    comes from an address in `keyless_clients` (networks such as "10.0.0.0/8").
 
-    Checked before anything reads the body, and on /docs, /openapi.json and /metrics too."""
+    Checked before anything reads the body, and on /docs, /openapi.json and /metrics too. The
+    allow-list exists because RLHF trainers (OpenRLHF, veRL) send no Authorization header."""
 
-    def __init__(self, app, keys: Sequence[str], open_paths: tuple[str, ...] = ("/health",)):
+    def __init__(self, app, keys: Sequence[str], open_paths: tuple[str, ...] = ("/health",), keyless_clients: Sequence[str] = ()):
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.open_paths = open_paths
+        self.keyless = [ipaddress.ip_network(n, strict=False) for n in keyless_clients]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths or key_accepted(scope["headers"], self.keys):
             return await self.app(scope, receive, send)
+        if self._keyless(scope.get("client")):
+            return await self.app(scope, receive, send)
         await send_json(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+
+
+    def _keyless(self, client) -> bool:
+        if not self.keyless or not client:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:  # a Unix socket or a test client names no IP address
+            return False
+        return any(address in network for network in self.keyless)
 
 
 class BodyLimits:
