@@ -51,6 +51,9 @@ class RemoteScorer:
             from synpref.rm.models import resolve_model_path
 
             self.formatter = RewardFormatter(AutoTokenizer.from_pretrained(resolve_model_path(tokenizer)))
+        if protocol == "sglang":
+            # ids are cut here, so to the server's limit (SGLang, vLLM and synpref list it)
+            self.formatter.max_length = min(self.formatter.max_length, self._server_limit())
 
     def score(self, conversations: list[list[Message]]) -> list[float]:
         scores: list[float] = []
@@ -67,6 +70,13 @@ class RemoteScorer:
         if response.status_code != 200:
             raise SynprefError(f"reward server {self.url}{path}: HTTP {response.status_code}: {response.text[:300]}")
         return _scores(self.protocol, response.json())
+
+    def _server_limit(self) -> int:
+        try:
+            models = self.http.get(self.url + "/v1/models").json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            raise SynprefError(f"reward server {self.url}/v1/models: {error}") from None
+        return min(m.get("max_model_len") or self.formatter.max_length for m in models)
 
     def _request(self, batch: list[list[Message]]) -> tuple[str, dict]:
         """(path, JSON body) of one batch in this scorer's protocol."""

@@ -99,7 +99,7 @@ def test_health_and_metrics(url):
         (json.dumps({"conversations": [[{"role": "user", "content": "no reply"}]]}).encode(), 422,
          "a conversation to score needs a history and a final assistant message"),
         (json.dumps({"conversations": [chat("hi", "word " * 200)]}).encode(), 422,
-         "a conversation has 213 tokens, over the limit of 64 (send truncate: true to cut it)"),
+         "a conversation has 212 tokens, over the limit of 64 (send truncate: true to cut it)"),
         (json.dumps({"conversations": [chat("hi", "x" * 30_000)]}).encode(), 413,
          "request body over the limit of 20,000 bytes"),
         (json.dumps({"conversations": [chat("hi", "yo")] * 17}).encode(), 413,
