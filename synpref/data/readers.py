@@ -268,9 +268,35 @@ def _message(value: Any, field: str) -> Message:
         raise RecordError(f"{field}.role", f"expected a string, got {_kind(role)}")
     if role.lower() not in _ROLE_ALIASES:
         raise RecordError(f"{field}.role", f"unknown role {role!r}")
+    if isinstance(content, list):
+        content = _text_parts(content, f"{field}.content")
     if not isinstance(content, str):
         raise RecordError(f"{field}.content", f"expected a string, got {_kind(content)}")
     return Message(role=_ROLE_ALIASES[role.lower()], content=content)
+
+
+# OpenAI content-part types that hold text (chat completions; the Responses API's two names).
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+
+
+def _text_parts(parts: list, field: str) -> str:
+    """OpenAI-style content parts, `[{"type": "text", "text": ...}, ...]`, as one text.
+
+    Text parts are joined with a newline, as vLLM joins them when it renders a chat. A reward
+    model here reads text only, so a record with an image, audio or file part is refused (and
+    quarantined) rather than scored without it."""
+    texts = []
+    for index, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in TEXT_PART_TYPES:
+            found = f"a part of type {kind!r}" if isinstance(kind, str) else f"a {_kind(part)} without a type"
+            raise RecordError(f"{field}[{index}]", f"{found}: only text parts ({', '.join(TEXT_PART_TYPES)}) can be read")
+        if not isinstance(part.get("text"), str):
+            raise RecordError(f"{field}[{index}].text", f"expected a string, got {_kind(part.get('text'))}")
+        texts.append(part["text"])
+    if not texts:
+        raise RecordError(field, "an empty list of content parts")
+    return "\n".join(texts)
 
 
 def _messages(value: Any, field: str) -> list[Message]:

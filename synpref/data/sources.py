@@ -1,5 +1,6 @@
 """Where records come from: JSONL, JSON, CSV and Parquet files (gzip or not) and
-Hugging Face datasets (`hf://org/name[:split]`, or a directory written by `save_to_disk`).
+Hugging Face datasets (`hf://org/name[:split]`, or a directory written by `save_to_disk`,
+`DIR[:split]`): every split of a DatasetDict unless one is named.
 
 A source yields numbered items. JSONL lines stay raw bytes here so that parsing happens in the
 worker processes; other containers yield parsed dicts. Item numbers are 1-based and name the
@@ -98,13 +99,15 @@ def open_source(spec: str) -> Source:
         name, _, split = spec[len("hf://") :].partition(":")
         return Source(spec, name.rstrip("/").rsplit("/", 1)[-1], "hf", "row",
                       Path(name) if Path(name).is_dir() else None, split or None)
-    path = Path(spec)
+    path, split = Path(spec), None
+    if not path.exists() and ":" in spec and Path(spec.rpartition(":")[0]).is_dir():
+        path, split = Path(spec.rpartition(":")[0]), spec.rpartition(":")[2]  # DIR:split
     if not path.exists():
         raise SynprefError(f"source not found: {spec}")
     if path.is_dir():
         if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             raise SynprefError(f"{spec}: a directory must be a dataset saved with save_to_disk")
-        return Source(spec, path.name, "hf", "row", path)
+        return Source(spec, path.name, "hf", "row", path, split)
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     suffix = Path(stem).suffix.lower()
     if suffix not in _CONTAINERS:
@@ -268,23 +271,43 @@ def _parquet_items(source: Source, skip: int, progress) -> Iterator[Item]:
 
 
 def _hf_items(source: Source, skip: int, progress) -> Iterator[Item]:
+    """Rows of one split (`DIR:split`, `hf://name:split`) or of every split in turn, numbered
+    across splits (resuming skips by that number); each row of a multi-split dataset carries its
+    split's name as `dataset_split`, which ends up in the pair's meta."""
+    splits = _hf_splits(source)
+    for number, record in _numbered(_split_batches(splits)):
+        if number > skip:
+            yield number, record
+
+
+def _hf_splits(source: Source) -> dict[str | None, Any]:
+    """{split name: dataset}; one entry named None for a plain `Dataset` directory."""
     import datasets
 
     try:
         if source.path is not None:
             dataset = datasets.load_from_disk(str(source.path))
-            if isinstance(dataset, datasets.DatasetDict):
-                split = source.hf_split or ("train" if "train" in dataset else next(iter(dataset)))
-                dataset = dataset[split]
         else:
             name = source.spec[len("hf://") :].partition(":")[0]
-            dataset = datasets.load_dataset(name, split=source.hf_split or "train")
-    except (FileNotFoundError, ValueError, KeyError, ConnectionError) as error:
+            dataset = datasets.load_dataset(name, split=source.hf_split) if source.hf_split else datasets.load_dataset(name)
+        if not isinstance(dataset, datasets.DatasetDict):
+            return {None: dataset}
+        if source.hf_split is not None:
+            return {source.hf_split: dataset[source.hf_split]}
+    except KeyError:
+        raise SynprefError(f"{source.spec}: no split {source.hf_split!r}; the dataset has {', '.join(dataset)}") from None
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise SynprefError(f"{source.spec}: cannot load the dataset: {error}") from None
-    batches = dataset.with_format("arrow").iter(batch_size=1024)
-    for number, record in _numbered(batch.to_pylist() for batch in batches):
-        if number > skip:
-            yield number, record
+    return dict(dataset)
+
+
+def _split_batches(splits: dict[str | None, Any]) -> Iterator[list[dict[str, Any]]]:
+    for name, dataset in splits.items():
+        for batch in dataset.with_format("arrow").iter(batch_size=1024):
+            rows = batch.to_pylist()
+            if name is not None and len(splits) > 1:
+                rows = [{**row, "dataset_split": name} for row in rows]
+            yield rows
 
 
 def _numbered(batches: Iterator[list[dict[str, Any]]]) -> Iterator[Item]:
