@@ -164,3 +164,21 @@ def test_embeddings_as_verl_sends_them_to_sglang(saved, served):
     scores = [httpx.post(f"{url}/v1/embeddings", json={"model": "m", "input": t}, timeout=60).json()["data"][-1]["embedding"][-1]
               for t in texts]  # fmt: skip
     assert scores == pytest.approx(expected[:5], abs=TOLERANCE)
+
+
+def test_rewardbench_formatting_gives_the_ids_synpref_trains_on(saved):
+    """rewardbench renders with the chat template (`tokenize=False`) and tokenizes the text in its
+    pipeline; the ids equal those of synpref's trainer, which formats with the base tokenizer."""
+    from transformers import AutoTokenizer
+
+    from synpref.data.models import Message
+    from synpref.rm.formatting import RewardFormatter
+    from synpref.rm.models import resolve_model_path
+
+    tokenizer = saved[1]
+    if is_encoder(tokenizer):
+        pytest.skip("rewardbench needs a chat template; MiniLM has none")
+    base = RewardFormatter(AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m")))
+    for conversation in CONVERSATIONS:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        assert tokenizer(text)["input_ids"] == base.encode_messages([Message(**m) for m in conversation])
