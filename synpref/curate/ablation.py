@@ -12,8 +12,9 @@ of that fold. Then the same backbone and recipe is trained on
     random         a seeded random subset of the raw pool the size of `kept`: the control
                    that tells cleaning apart from shrinking
 
-and each is scored on the held-out part. Every gold pair is held out exactly once, so the
-accuracies pool over folds; 95% intervals come from a bootstrap over held-out pairs, and the
+and each is scored on the held-out part. Every gold pair is held out exactly once (folds
+are cut by a hash of the conversation, so no prompt is on both sides), so the accuracies pool
+over folds; 95% intervals come from a bootstrap over held-out pairs, and the
 differences between conditions are paired (same test pairs, same resamples).
 
     runs/ablation/folds.json             gold ids per fold
@@ -77,30 +78,32 @@ class FoldWorkspace(Workspace):
 
 
 def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, seed: int = 0,
-                 bench_dir: Path | None = None, resamples: int = 2000, log=print) -> dict[str, Any]:
-    """Run (or resume) every fold and write the results and report; returns the results."""
+                 bench_dir: Path | None = None, resamples: int = 2000, held_out: list[PreferencePair] | None = None,
+                 log=print) -> dict[str, Any]:
+    """Run (or resume) every fold and write the results and report; returns the results.
+
+    With `held_out` (pairs outside the workspace, e.g. the demo's clean test set) there is one
+    fold: the workspace itself, all of its gold driving the loop.
+    """
     started = time.perf_counter()
     root = workspace.root / "runs" / "ablation"
     root.mkdir(parents=True, exist_ok=True)
     gold = [p for _, p in workspace.iter_pairs("gold")]
     pool = [p for _, p in workspace.iter_pairs("pool")]
-    if len(gold) < 3 * folds or not pool:
-        raise SynprefError(f"curate ablation: needs a pool and at least {3 * folds} gold pairs (have {len(pool)} pool, {len(gold)} gold)")
-    assignment = {p.id: fold_of(p.id, folds, seed) for p in gold}
-    (root / "folds.json").write_text(json.dumps({"folds": folds, "seed": seed, "gold": assignment}, indent=2))
     config = config.model_copy(update={"stage2": config.stage2.model_copy(update={"scope": "all"})})
-    fold_results = []
-    for k in range(folds):
-        held_out = [p for p in gold if assignment[p.id] == k]
-        loop_ids = {p.id for p in gold if assignment[p.id] != k}
-        log(f"ablation fold {k + 1}/{folds}: {len(loop_ids)} gold pairs drive the loop, {len(held_out)} held out")
-        fold = FoldWorkspace(workspace, root / f"fold-{k + 1}", loop_ids)
-        fold_results.append(_run_fold(fold, config, pool, held_out, seed + k, log))
+    if held_out is not None:
+        log(f"ablation: all {len(gold)} gold pairs drive the loop, {len(held_out)} external pairs held out")
+        fold_results = [_run_fold(workspace, config, pool, held_out, seed, log, root / "conditions")]
+    else:
+        if len(gold) < 3 * folds or not pool:
+            raise SynprefError(f"curate ablation: needs a pool and at least {3 * folds} gold pairs (have {len(pool)} pool, {len(gold)} gold)")
+        fold_results = _run_folds(workspace, config, pool, gold, folds, seed, root, log)
     results = summarise(fold_results, resamples=resamples, seed=seed)
     results["per_source"] = per_source(fold_results)
-    results["folds"] = [{k: v for k, v in f.items() if k not in ("heldout", "decisions")} for f in fold_results]
+    results["folds"] = [{k: v for k, v in f.items() if k not in ("heldout", "decisions", "pool_sources")} for f in fold_results]
     if bench_dir is not None:
-        results["benchmarks"] = _benchmarks(root / "fold-1", config, Path(bench_dir), log)
+        first = root / "conditions" if held_out is not None else root / "fold-1" / "conditions"
+        results["benchmarks"] = _benchmarks(first, workspace.root if held_out is not None else root / "fold-1", config, Path(bench_dir), log)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (root / "results.json").write_text(json.dumps(results, indent=2))
     from synpref.curate.ablation_report import write_ablation_report
@@ -109,7 +112,26 @@ def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, 
     return results
 
 
-def _run_fold(fold: FoldWorkspace, config: CurateConfig, pool: list[PreferencePair], held_out: list[PreferencePair], seed: int, log) -> dict[str, Any]:
+def _run_folds(workspace: Workspace, config: CurateConfig, pool, gold, folds: int, seed: int, root: Path, log) -> list[dict[str, Any]]:
+    """Gold split by a seeded hash of the conversation: a prompt is never on both sides."""
+    assignment = {p.id: fold_of(conversation_key(p), folds, seed) for p in gold}
+    (root / "folds.json").write_text(json.dumps({"folds": folds, "seed": seed, "gold": assignment}, indent=2))
+    results = []
+    for k in range(folds):
+        held_out = [p for p in gold if assignment[p.id] == k]
+        loop_ids = {p.id for p in gold if assignment[p.id] != k}
+        log(f"ablation fold {k + 1}/{folds}: {len(loop_ids)} gold pairs drive the loop, {len(held_out)} held out")
+        fold = FoldWorkspace(workspace, root / f"fold-{k + 1}", loop_ids)
+        results.append(_run_fold(fold, config, pool, held_out, seed + k, log, fold.root / "conditions"))
+    return results
+
+
+def conversation_key(pair: PreferencePair) -> str:
+    return json.dumps([[m.role, m.content] for m in pair.conversation])
+
+
+def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair], held_out: list[PreferencePair], seed: int, log,
+              conditions: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from synpref.curate.stage1 import run_stage1
@@ -122,7 +144,7 @@ def _run_fold(fold: FoldWorkspace, config: CurateConfig, pool: list[PreferencePa
     heldout = {LONGER: [len(p.chosen.content) > len(p.rejected.content) for p in held_out]}
     sizes = {}
     for name in CONDITIONS:
-        heldout[name], sizes[name] = _condition(fold, config, name, sets[name], held_out, log)
+        heldout[name], sizes[name] = _condition(fold, config, name, sets[name], held_out, conditions / name.replace("+", "-"), log)
     return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout,
             "heldout_ids": [p.id for p in held_out], "decisions": decisions, "pool_sources": {p.id: p.source for p in pool}}
 
@@ -142,11 +164,11 @@ def _swapped(pair: PreferencePair) -> PreferencePair:
                                           rejected=pair.chosen, source=pair.source, meta=pair.meta)
 
 
-def _condition(fold: FoldWorkspace, config: CurateConfig, name: str, pairs: list[PreferencePair], held_out: list[PreferencePair], log) -> tuple[list[bool], int]:
+def _condition(fold: Workspace, config: CurateConfig, name: str, pairs: list[PreferencePair], held_out: list[PreferencePair],
+               directory: Path, log) -> tuple[list[bool], int]:
     """Train the condition's RM (once) and score the held-out pairs: per pair, right or not."""
     from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
 
-    directory = fold.root / "conditions" / name.replace("+", "-")
     result = directory / "heldout.json"
     if result.is_file():
         saved = json.loads(result.read_text())
@@ -214,18 +236,18 @@ def per_source(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for source, row in sorted(rows.items())]
 
 
-def _benchmarks(fold_root: Path, config: CurateConfig, bench_dir: Path, log) -> dict[str, Any]:
+def _benchmarks(conditions: Path, workspace_root: Path, config: CurateConfig, bench_dir: Path, log) -> dict[str, Any]:
     """Every benchmark found under `bench_dir`, by its own rules, for fold 1's condition models."""
     from synpref.bench.evaluate import evaluate
     from synpref.curate.training import load_scorer
 
     scores = {}
     for name in CONDITIONS:
-        model = fold_root / "conditions" / name.replace("+", "-") / "model"
+        model = conditions / name.replace("+", "-") / "model"
         if not model.is_dir():
             continue
-        run = evaluate(load_scorer(str(model), config, fold_root), ["all"], bench_dir)
+        run = evaluate(load_scorer(str(model), config, workspace_root), ["all"], bench_dir)
         scores[name] = {bench: result.score for bench, result in run.results.items()}
         scores["skipped"] = run.skipped
-        log(f"  benchmarks, {name}: " + ", ".join(f"{b} {s:.4f}" for b, s in scores[name].items()))
+        log(f"  benchmarks, {name}: " + ", ".join(f"{b} {'-' if s is None else f'{s:.4f}'}" for b, s in scores[name].items()))
     return scores

@@ -38,16 +38,18 @@ def curated_rows(workspace) -> list[tuple[str, PreferencePair, dict[str, Any]]]:
     for split, pair in workspace.iter_pairs():
         if split == "gold":
             rows.append(("curated", pair, {"origin": "gold", "reason": "human-verified"}))
-        elif pair.id in state and state[pair.id]["verdict"] in ("chosen", "rejected", "seed"):
-            entry = state[pair.id]
-            oriented = _swapped(pair) if entry["flipped"] else pair
-            rows.append(("curated", oriented, {"origin": f"stage1 {entry['origin']}", "reason": f"verdict {entry['verdict']}", "original_id": pair.id}))
-        elif pair.id in decisions and decisions[pair.id]["action"] != "discard":
+        elif pair.id in decisions:  # Stage 2 decided it (with scope all, Stage 1's pairs too): its word is last
+            if decisions[pair.id]["action"] == "discard":
+                continue
             decision = decisions[pair.id]
             provenance = {"origin": f"stage2 {decision['action']}", "reason": decision["reason"], "original_id": pair.id,
                           "best_p": decision["best_p"], "gold_p": decision["gold_p"], "llm_verdict": decision["llm_verdict"]}
             flipped = decision["action"] == "flip"
             rows.append(("flipped" if flipped else "curated", _swapped(pair) if flipped else pair, provenance))
+        elif pair.id in state and state[pair.id]["verdict"] in ("chosen", "rejected", "seed"):
+            entry = state[pair.id]
+            oriented = _swapped(pair) if entry["flipped"] else pair
+            rows.append(("curated", oriented, {"origin": f"stage1 {entry['origin']}", "reason": f"verdict {entry['verdict']}", "original_id": pair.id}))
     return rows
 
 

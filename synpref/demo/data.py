@@ -1,6 +1,6 @@
 """The demo's data, generated here: a noisy pool, a small gold set and a clean held-out set.
 
-Objective tasks (arithmetic, comparisons) have an answer the generator knows; open-ended ones
+Objective tasks (sums, comparisons, repetition) have an answer the generator knows; open-ended ones
 (advice) pair a helpful answer with a curt or off-topic one. A share of the pool's labels is
 flipped at random, as in data judged by weak annotators; which ones is written to
 `truth.jsonl` (never into the pairs), so the curation can be scored against it. The gold set
@@ -37,18 +37,29 @@ class DemoSizes:
         return cls(pool=120, gold=24, test=40)
 
 
+WORDS = [
+    "apple", "river", "candle", "pencil", "garden", "rocket", "violin", "pepper", "window", "forest", "marble",
+    "lantern", "saddle", "tunnel", "copper", "meadow", "harbor", "basket", "ladder", "mirror", "velvet", "pillow",
+    "anchor", "bucket", "cactus", "dragon", "falcon", "ginger", "hammer", "island", "jacket", "kettle",
+]  # fmt: skip
+
+
 def _objective(rng: random.Random, index: int) -> tuple[str, str, str]:
+    """A question with a checkable answer and a wrong one a small reward model can learn to spot.
+
+    (Near-miss arithmetic such as 37 + 48 = 86 is beyond a 22M-parameter encoder at this data
+    size; these are not: a sum that is far off, the smaller number, the word said once.)
+    """
     a, b = rng.randint(2, 99), rng.randint(2, 99)
-    kind = index % 3
+    kind = rng.randrange(3)  # drawn, not cycled: a kind whose prompts run out is simply drawn less
     if kind == 0:
-        question, answer = f"What is {a} + {b}?", a + b
-    elif kind == 1:
-        question, answer = f"What is {a} times {b}?", a * b
-    else:
-        question, answer = f"Which number is larger, {a} or {b + 100}?", b + 100
-        return question, f"The larger number is {answer}.", f"The larger number is {a}."
-    wrong = answer + rng.choice([-11, -2, -1, 1, 2, 10])
-    return question, f"The answer is {answer}.", f"The answer is {wrong}."
+        return f"What is {a} + {b}?", f"{a} + {b} = {a + b}", f"{a} + {b} = {a + b + rng.randint(50, 90)}"
+    if kind == 1:
+        return f"Which number is larger, {a} or {b + 100}?", f"The larger number is {b + 100}.", f"The larger number is {a}."
+    word = rng.choice(WORDS)
+    times = rng.choice([3, 4, 5])
+    count = {3: "three", 4: "four", 5: "five"}[times]
+    return f"Repeat the word '{word}' {count} times.", " ".join([word] * times), word
 
 
 def _open_ended(rng: random.Random) -> tuple[str, str, str]:
@@ -60,7 +71,7 @@ def _open_ended(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _pair(rng: random.Random, index: int) -> tuple[str, str, str]:
-    return _objective(rng, index) if rng.random() < 0.6 else _open_ended(rng)
+    return _objective(rng, index) if rng.random() < 0.85 else _open_ended(rng)
 
 
 def _record(question: str, chosen: str, rejected: str, source: str, **extra) -> dict:

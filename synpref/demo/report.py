@@ -13,7 +13,7 @@ def write_html_report(workspace, steps: dict[str, Any], curate_report: Path) -> 
     from markdown_it import MarkdownIt
 
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-    sections = [_summary(steps)]
+    sections = [_ablation(steps.get("ablation", {}), markdown), _summary(steps)]
     curate_md = curate_report / "report.md"
     if curate_md.exists():
         sections.append(_with_images(markdown.render(curate_md.read_text()), curate_report))
@@ -28,6 +28,24 @@ def write_html_report(workspace, steps: dict[str, Any], curate_report: Path) -> 
     path = workspace.root / "report.html"
     path.write_text(page)
     return path
+
+
+def _ablation(result: dict[str, Any], markdown) -> str:
+    """The lead: does curation pay on this data, and did Stage 2 find the flipped labels?"""
+    if not result:
+        return ""
+    parts = []
+    if "noise" in result:
+        noise = result["noise"]
+        parts.append(
+            f"<h2>Label noise found by Stage 2</h2><p>Of the {noise['decided']} pool pairs Stage 2 decided, "
+            f"{noise['flipped']} had their label flipped by the generator. Stage 2 flagged {noise['flagged']} "
+            f"(discarded or flipped back): precision <b>{noise['precision']:.2f}</b>, recall <b>{noise['recall']:.2f}</b>.</p>"
+        )
+    report = Path(result["report"])
+    if report.is_file():
+        parts.insert(0, _with_images(markdown.render(report.read_text()), report.parent))
+    return "\n".join(parts)
 
 
 def _summary(steps: dict[str, Any]) -> str:
@@ -50,6 +68,9 @@ def _brief(step: str, result: dict[str, Any]) -> str:
     if step == "train":
         summary = result["summary"]
         return f"{summary['steps']} steps, best gold accuracy {summary['best_gold_accuracy']}"
+    if step == "ablation":
+        accuracy = result["accuracy"]
+        return ", ".join(f"{name} {row['accuracy']:.3f}" for name, row in accuracy.items())
     if step == "evaluate":
         return f"held-out accuracy {result['held_out_accuracy']:.3f} on {result['held_out_pairs']} pairs"
     if step == "data":
@@ -69,13 +90,6 @@ def _evaluation(result: dict[str, Any], markdown) -> str:
     for path in files:
         if path.suffix == ".png":
             parts.append(_image(path))
-    if "noise" in result:
-        noise = result["noise"]
-        parts.append(
-            f"<h3>Label noise found by Stage 2</h3><p>Of the {noise['decided']} pool pairs Stage 2 decided, "
-            f"{noise['flipped']} had their label flipped by the generator. Stage 2 flagged {noise['flagged']} "
-            f"(discarded or flipped back): precision <b>{noise['precision']:.2f}</b>, recall <b>{noise['recall']:.2f}</b>.</p>"
-        )
     if not files:
         parts.append("<p>No benchmark data was given (--bench-dir), so no benchmark was run.</p>")
     return "\n".join(parts)

@@ -1,6 +1,12 @@
 """`synpref demo`: the whole loop on embedded defaults, resumable step by step.
 
-    data -> ingest -> attributes -> stage1 -> stage2 -> train -> evaluate -> report
+    data -> ingest -> attributes -> stage1 -> stage2 -> ablation -> train -> evaluate -> report
+
+The loop's reward models are head-only MiniLM models (frozen all-MiniLM-L6-v2 features, a
+Bradley-Terry head): on the demo's tasks they reach 0.95-0.97 held-out accuracy when trained
+on clean labels, and they take seconds, so the ablation can train one per condition. The
+local SmolLM2 judge is measured on gold first and, being at chance, gets no say: every
+decision is then the RM-only rule (synpref/curate/gating.py).
 
 Each finished step is recorded in WORKSPACE/runs/demo/steps.json with what it produced; a
 rerun (after Ctrl-C, say) skips finished steps, and the steps that do long work (ingest,
@@ -19,7 +25,7 @@ from typing import Any
 from synpref.demo.data import DemoSizes, write_demo_data
 from synpref.errors import SynprefError
 
-STEPS = ("data", "ingest", "attributes", "stage1", "stage2", "train", "evaluate", "report")
+STEPS = ("data", "ingest", "attributes", "stage1", "stage2", "ablation", "train", "evaluate", "report")
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Budget:
     max_retrieved: int  # Stage 1 judging budget per iteration
     max_judged: int  # Stage 2 judging budget
     stage2_limit: int | None  # pool pairs Stage 2 looks at
-    rm_steps: int  # optimizer steps of each intermediate (MiniLM) reward model
+    calibration_pairs: int  # gold pairs each LLM judge labels to earn its weight
     final_model: str
     final_steps: int
 
@@ -50,10 +56,10 @@ class Budget:
         # SmolLM2 writes attribute JSON slowly and rarely validly: a few pairs show the step.
         if options.tiny:
             return cls(attributes=1, seed_size=40, max_retrieved=6, max_judged=6, stage2_limit=None,
-                       rm_steps=4, final_model="minilm-l6", final_steps=4)
+                       calibration_pairs=6, final_model="minilm-l6", final_steps=4)
         limit = 2000 if options.pool else None  # a real pool is subsampled to fit the time budget
         return cls(attributes=3, seed_size=200, max_retrieved=60, max_judged=120, stage2_limit=limit,
-                   rm_steps=60, final_model="smollm2-135m", final_steps=60)
+                   calibration_pairs=20, final_model="smollm2-135m", final_steps=60)
 
 
 class DemoState:
@@ -148,6 +154,20 @@ class _Context:
         exported = export_curated(self.workspace, "jsonl", self.workspace.root / "exports" / "curated")
         return {"summary": summary, "exports": {name: [str(path), count] for name, (path, count) in exported.items()}}
 
+    def ablation(self) -> dict[str, Any]:
+        """Raw vs curated vs curated + flipped (and gold, and a random control) on the held-out pairs."""
+        from synpref.curate.ablation import run_ablation
+        from synpref.rm.data import load_pairs
+
+        files = self.state.steps["data"]["files"]
+        results = run_ablation(self.workspace, self._curate_config(), held_out=load_pairs(files["test"]), log=self.log)
+        result: dict[str, Any] = {"accuracy": results["accuracy"], "differences": results["differences"],
+                                  "report": str(self.workspace.root / "runs" / "ablation" / "report.md")}
+        truth = Path(files["truth"])
+        if truth.exists() and not self.options.pool:
+            result["noise"] = noise_recovery(truth, self.workspace.root / "runs" / "stage2" / "decisions.parquet")
+        return result
+
     def train(self) -> dict[str, Any]:
         # A process of its own: accelerate's state is process-wide, and the earlier steps set fp32.
         import subprocess
@@ -178,9 +198,6 @@ class _Context:
         chosen, rejected = scorer.score_pairs(test)
         held_out = sum(c > r for c, r in zip(chosen, rejected)) / len(test)
         result: dict[str, Any] = {"held_out_accuracy": held_out, "held_out_pairs": len(test)}
-        truth = Path(self.state.steps["data"]["files"]["truth"])
-        if truth.exists() and not self.options.pool:
-            result["noise"] = noise_recovery(truth, self.workspace.root / "runs" / "stage2" / "decisions.parquet")
         names = self._benchmarks_present()
         if names:
             run = evaluate(scorer, names, self.options.bench_dir)
@@ -217,11 +234,12 @@ class _Context:
 
         return CurateConfig(
             judges=self._judges(),
-            # MiniLM needs a larger step than the backbone default to move in a few dozen steps
-            rm={"model": "minilm-l6", "max_steps": self.budget.rm_steps, "max_length": 256, "learning_rate": 1e-4},
+            # The generated texts are short; real pools need the longer window.
+            rm={"model": "minilm-l6", "head_only": True, "max_length": 256 if self.options.pool else 64},
             stage1={"iterations": 2, "seed_size": self.budget.seed_size, "max_retrieved": self.budget.max_retrieved},
             stage2={"margin": 0.1, "flip": "reversed_passes", "max_judged": self.budget.max_judged,
-                    "limit": self.budget.stage2_limit},
+                    "limit": self.budget.stage2_limit, "scope": "all"},
+            judge_gate={"calibration_pairs": self.budget.calibration_pairs},
         )
 
 
