@@ -5,6 +5,10 @@
   the provenance columns id, source, split and meta; JSONL, or Parquet for a .parquet output;
 - `hf-dataset`: the `trl` columns as a `datasets` directory (`load_from_disk` reads it).
 Every format can be ingested again with no field lost.
+
+TRL renders the `trl` messages with the tokenizer it is given: give it the tokenizer of a
+synpref-saved model (`synpref.rm.saving.save_reward_tokenizer`), whose chat template renders
+synpref's input format, and it sees the token ids synpref's trainer sees.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from synpref.data.models import Message
@@ -35,6 +35,7 @@ from synpref.serve.limits import (
     InputTooLong,
     RequestEncoder,
     RequireKey,
+    TextRequest,
     key_accepted,
     printable,
     send_json,
@@ -44,32 +45,7 @@ log = logging.getLogger("synpref.serve")
 ROUTES = ("/v1/score", "/v1/compare", "/v1/best-of-n", "/get_reward", *ENGINE_ROUTES, "/health", "/metrics")
 
 
-class _Request(BaseModel):
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # JSON can escape a lone surrogate ("\ud800"): valid JSON, but not text. No tokenizer
-        # encodes it and no response echoing it can be written, so it is refused here.
-        if not _encodable(data):
-            raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
-        return data
-
-
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_encodable(v) for v in value)
-    return True
-
-
-class ScoreRequest(_Request):
+class ScoreRequest(TextRequest):
     conversations: list[list[Message]] = Field(min_length=1, description="each ends with the assistant reply to score")
     truncate: bool = Field(False, description="cut over-long inputs (keeping their end) instead of refusing them")
 
@@ -78,7 +54,7 @@ class ScoreResponse(BaseModel):
     scores: list[float]
 
 
-class CandidatesRequest(_Request):
+class CandidatesRequest(TextRequest):
     conversation: list[Message] = Field(min_length=1, description="the history, ending with a user turn")
     responses: list[str] = Field(min_length=1, description="candidate assistant replies")
     truncate: bool = False
@@ -97,7 +73,7 @@ class BestOfNResponse(BaseModel):
     best_response: str
 
 
-class RewardRequest(_Request):
+class RewardRequest(TextRequest):
     """OpenRLHF's remote reward protocol, as its current client sends it (openrlhf/utils/agent.py:
     `{"query", "prompts", "labels"}`, one list entry per sample)."""
 

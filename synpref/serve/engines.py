@@ -35,15 +35,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from synpref.data.models import Message
+from synpref.serve.limits import TextRequest
 
 ENGINE_ROUTES = ("/classify", "/v1/classify", "/v1/embeddings", "/pooling", "/v1/models")
 Score = Callable[[Callable[[Any, bool], list[int]], list, bool], Awaitable[list[float]]]
 
 
-class EngineRequest(BaseModel):
+class EngineRequest(TextRequest):
     """The union of vLLM's classify/pooling request and SGLang's native one."""
 
     model_config = ConfigDict(extra="allow")  # engines' other options (priority, user, ...) are accepted

@@ -9,8 +9,38 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, model_validator
 
 from synpref.data.models import Message
+
+
+class TextRequest(BaseModel):
+    """A request body whose strings must be valid Unicode (checked before any field)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # JSON can escape a lone surrogate ("\ud800"): valid JSON, but not text. No tokenizer
+        # encodes it and no response echoing it can be written, so it is refused here.
+        if not _encodable(data):
+            raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
+        return data
+
+
+def _encodable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 class InputTooLong(ValueError):

@@ -230,6 +230,7 @@ def hostile_requests() -> list[tuple[str, str, dict, bytes | None, int]]:
         ("over-long input", "POST /v1/score", AUTH, body({"conversations": [LONG]}), 422),
         ("over-long query, cutting refused", "POST /get_reward", AUTH, body({"query": ["word " * 2000], "truncate": False}), 422),
         ("classify, no input", "POST /classify", AUTH, body({"model": "m"}), 422),
+        ("surrogate in classify", "POST /classify", AUTH, b'{"text": ["\\ud83d"]}', 422),
         ("classify, ids outside the vocabulary", "POST /classify", AUTH, body({"input": [[1, 10**9]]}), 422),
         ("classify, over-long without truncate_prompt_tokens", "POST /classify", AUTH, body({"input": "word " * 2000}), 422),
         ("compare with one response", "POST /v1/compare", AUTH, body({"conversation": GOOD[:1], "responses": ["a"]}), 422),
