@@ -51,9 +51,13 @@ class RemoteScorer:
             from synpref.rm.models import resolve_model_path
 
             self.formatter = RewardFormatter(AutoTokenizer.from_pretrained(resolve_model_path(tokenizer)))
-        if protocol == "sglang":
-            # ids are cut here, so to the server's limit (SGLang, vLLM and synpref list it)
-            self.formatter.max_length = min(self.formatter.max_length, self._server_limit())
+        self.model = "reward-model"
+        if protocol in ("vllm", "sglang"):
+            # vLLM refuses a request naming another model than the one it serves
+            served = self._served_model()
+            self.model = served["id"]
+            if protocol == "sglang":  # ids are cut here, so to the server's limit
+                self.formatter.max_length = min(self.formatter.max_length, served.get("max_model_len") or self.formatter.max_length)
 
     def score(self, conversations: list[list[Message]]) -> list[float]:
         scores: list[float] = []
@@ -71,12 +75,12 @@ class RemoteScorer:
             raise SynprefError(f"reward server {self.url}{path}: HTTP {response.status_code}: {response.text[:300]}")
         return _scores(self.protocol, response.json())
 
-    def _server_limit(self) -> int:
+    def _served_model(self) -> dict:
+        """The first model card of GET /v1/models (vLLM, SGLang and synpref list theirs there)."""
         try:
-            models = self.http.get(self.url + "/v1/models").json()["data"]
-        except (httpx.HTTPError, ValueError, KeyError) as error:
-            raise SynprefError(f"reward server {self.url}/v1/models: {error}") from None
-        return min(m.get("max_model_len") or self.formatter.max_length for m in models)
+            return self.http.get(self.url + "/v1/models").json()["data"][0]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:
+            raise SynprefError(f"reward server {self.url}/v1/models: {error!r}") from None
 
     def _request(self, batch: list[list[Message]]) -> tuple[str, dict]:
         """(path, JSON body) of one batch in this scorer's protocol."""
@@ -84,10 +88,10 @@ class RemoteScorer:
             # cut over-long inputs, as a local `RewardScorer` does, rather than have the server refuse them
             return "/v1/score", {"conversations": [[m.model_dump() for m in c] for c in batch], "truncate": True}
         if self.protocol == "sglang":
-            return "/classify", {"model": "reward-model", "input_ids": [self.formatter.encode(c[:-1], c[-1]) for c in batch]}
+            return "/classify", {"model": self.model, "input_ids": [self.formatter.encode(c[:-1], c[-1]) for c in batch]}
         texts = [self.formatter.joined_text(c[:-1], c[-1]) for c in batch]
         if self.protocol == "vllm":
-            return "/classify", {"model": "reward-model", "input": texts, "truncate_prompt_tokens": -1}
+            return "/classify", {"model": self.model, "input": texts, "truncate_prompt_tokens": -1}
         return "/get_reward", {"query": texts}
 
 
