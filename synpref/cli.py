@@ -429,9 +429,10 @@ def serve(
     max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones get 422 unless the request asks to truncate")] = 4096,
     keyless_client: Annotated[Optional[list[str]], typer.Option(help=_serve_help("keyless_clients") + "; repeatable")] = None,
     bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")] = False,
+    reward_spec: Annotated[Optional[Path], typer.Option(help=_serve_help("reward_spec"))] = None,
+    log_dir: Annotated[Optional[Path], typer.Option(help=_serve_help("log_dir"))] = None,
 ) -> None:
     """Serve a reward model over HTTP for RLHF trainers (OpenRLHF's /get_reward included)."""
-    import logging
     import os
 
     from synpref.rm.scorer import RewardScorer
@@ -444,14 +445,61 @@ def serve(
         max_batch_tokens=max_batch_tokens, model_batch_tokens=model_batch_tokens, max_wait_ms=max_wait_ms,
         max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout_s, read_timeout_s=read_timeout_s, api_keys=keys,
-        keyless_clients=list(keyless_client or []),
+        keyless_clients=list(keyless_client or []), reward_spec=reward_spec, log_dir=log_dir,
     )  # fmt: skip
+    spec = _reward_spec_logged(config)  # before loading the model: a bad spec fails fast
     scorer = RewardScorer.from_pretrained(
         model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(bf16), show_progress=False
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"serving {model} on http://{host}:{port} ({'API keys required' if keys else 'no API keys'})")
-    run(create_app(scorer, config, model_name=model), host=host, port=port, read_timeout_s=config.read_timeout_s)
+    app = create_app(scorer, config, model_name=model, reward_spec=spec)
+    run(app, host=host, port=port, read_timeout_s=config.read_timeout_s)
+
+
+def _reward_spec_logged(config):
+    """Set up logging (to stderr, and to LOG_DIR/serve.log); save the reward spec beside it."""
+    import logging
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if config.log_dir is not None:
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(config.log_dir / "serve.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
+    if config.reward_spec is None:
+        return None
+    from synpref.reward.spec import load_spec, save_spec
+
+    spec = load_spec(config.reward_spec)
+    log = logging.getLogger("synpref.serve")
+    if config.log_dir is not None:
+        log.info("reward spec %s (sha256 %s) saved as %s", config.reward_spec, spec.digest(), save_spec(spec, config.log_dir))
+    else:  # no folder to save it in: the resolved spec goes into the log itself
+        log.info("reward spec %s (sha256 %s):\n%s", config.reward_spec, spec.digest(), spec.to_yaml())
+    return spec
+
+
+reward_app = typer.Typer(help="Hybrid rewards: rule-based verifiers beside the reward model.", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("score")
+def reward_score(
+    spec: Annotated[Path, typer.Option(help="YAML reward spec (synpref/reward/spec.py)")],
+    data: Annotated[Path, typer.Option(help="JSONL of prompt, response, reference (optional: task; pair + preferred)")],
+    model: Annotated[str, typer.Option(help="reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path")],
+    output: Annotated[Path, typer.Option(help="folder for components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")],
+    max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones are cut")] = 4096,
+) -> None:
+    """Reward components per item, and how often the RM and the verifier disagree."""
+    from synpref.reward.offline import score_file
+    from synpref.reward.spec import load_spec
+    from synpref.rm.scorer import RewardScorer
+
+    reward_spec = load_spec(spec)
+    scorer = RewardScorer.from_pretrained(model, max_length=max_length, show_progress=True)
+    score_file(data, reward_spec, scorer, output)
+    Console().print((output / "report.md").read_text(), highlight=False)
+    console.print(f"wrote {output}/components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")
 
 
 curate_app = typer.Typer(help="The curation loop: Stage 1 iterations, Stage 2 filtering, report, export.", no_args_is_help=True)

@@ -10,6 +10,9 @@ Logs carry endpoint, status, counts and latency, never payloads.
 With API keys set, every path but /health needs one (the docs and metrics too), checked before
 the body is read; /health then answers only "ok" to a caller without a key, for liveness probes.
 Clients in `keyless_clients` need no key: RLHF trainers send no Authorization header.
+
+With a reward spec (`synpref.reward`), /get_reward's `labels` and /v1/score's `reference` go to
+rule-based verifiers and the answer is the spec's combination; without one nothing changes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from synpref.data.models import Message
+from synpref.reward.combine import Components, HybridReward, numeric_logs
+from synpref.reward.queries import ReplyReader
+from synpref.reward.spec import RewardSpec
+from synpref.reward.verifiers import BadReference
 from synpref.serve.batcher import MicroBatcher, QueueFull, UnscorableInput
 from synpref.serve.config import ServeConfig
 from synpref.serve.engines import ENGINE_ROUTES, add_engine_routes
@@ -48,10 +55,17 @@ ROUTES = ("/v1/score", "/v1/compare", "/v1/best-of-n", "/get_reward", *ENGINE_RO
 class ScoreRequest(TextRequest):
     conversations: list[list[Message]] = Field(min_length=1, description="each ends with the assistant reply to score")
     truncate: bool = Field(False, description="cut over-long inputs (keeping their end) instead of refusing them")
+    reference: list[Any] | None = Field(
+        None, description="one reference answer (or label object) per conversation, for a server with a reward spec; ignored without one",
+    )  # fmt: skip
 
 
 class ScoreResponse(BaseModel):
-    scores: list[float]
+    scores: list[float]  # the reward model's, always
+    # With a reward spec and `reference`: the combined rewards, their components and verifier reasons.
+    rewards: list[float] | None = None
+    components: dict[str, list[float]] | None = None
+    reasons: list[str | None] | None = None
 
 
 class CandidatesRequest(TextRequest):
@@ -80,7 +94,7 @@ class RewardRequest(TextRequest):
     model_config = ConfigDict(extra="allow")
     query: list[str] = Field(min_length=1, description="full texts: prompt and response, chat template applied")
     prompts: list[str | None] | None = Field(None, description="the prompts alone; not needed to score")
-    labels: list[Any] | None = Field(None, description="reference answers of rule-based rewards; not used")
+    labels: list[Any] | None = Field(None, description="reference answers for the reward spec's verifiers; unused without a spec")
     truncate: bool = Field(True, description="cut over-long queries keeping their end (as OpenRLHF's serve_rm does); false: refuse them")
 
 
@@ -91,8 +105,11 @@ class RewardResponse(BaseModel):
     extra_logs: dict[str, list[float]]
 
 
-def create_app(scorer, config: ServeConfig | None = None, model_name: str = "reward-model") -> FastAPI:
+def create_app(scorer, config: ServeConfig | None = None, model_name: str = "reward-model", reward_spec: RewardSpec | None = None) -> FastAPI:
+    """`reward_spec`: a `synpref.reward.spec.RewardSpec` to combine the RM with verifiers."""
     config = config or ServeConfig()
+    hybrid = HybridReward(reward_spec) if reward_spec is not None else None
+    reader = ReplyReader(scorer.formatter) if hybrid is not None else None
     metrics = _Metrics()
     batcher = MicroBatcher(
         scorer.score_ids,
@@ -131,9 +148,15 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         except asyncio.TimeoutError:
             raise HTTPException(504, f"no result within {config.request_timeout_s:g} s") from None
 
-    @app.post("/v1/score", response_model=ScoreResponse)
+    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score(body: ScoreRequest) -> ScoreResponse:
-        return ScoreResponse(scores=await rewards(encoder.conversation, body.conversations, body.truncate))
+        scores = await rewards(encoder.conversation, body.conversations, body.truncate)
+        if hybrid is None or body.reference is None:
+            return ScoreResponse(scores=scores)
+        replies = [conversation[-1].content for conversation in body.conversations]
+        parts = await _components(hybrid, scores, replies, body.reference)
+        reasons = [c.verdict.reason if c.verdict else None for c in parts]
+        return ScoreResponse(scores=scores, rewards=[c.combined for c in parts], components=numeric_logs(parts), reasons=reasons)
 
     def candidates(body: CandidatesRequest) -> list[list[Message]]:
         return [[*body.conversation, Message(role="assistant", content=r)] for r in body.responses]
@@ -165,7 +188,15 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         scores = await rewards(encode, body.query, body.truncate)
         truncated = [float(n > encoder.limit) for n in lengths]
         extra = {"truncated": truncated, "query_tokens": [float(n) for n in lengths]}
-        return RewardResponse(rewards=scores, scores=scores, extra_logs=extra)
+        if hybrid is None:
+            return RewardResponse(rewards=scores, scores=scores, extra_logs=extra)
+        prompts = body.prompts or [None] * len(body.query)
+        if len(prompts) != len(body.query):
+            raise HTTPException(422, f"{len(prompts)} prompts for {len(body.query)} queries")
+        replies = [reader.reply(query, prompt) for query, prompt in zip(body.query, prompts)]
+        parts = await _components(hybrid, scores, replies, body.labels)
+        combined = [c.combined for c in parts]
+        return RewardResponse(rewards=combined, scores=combined, extra_logs={**extra, **numeric_logs(parts)})
 
     add_engine_routes(app, rewards, encoder, model_name)
 
@@ -183,6 +214,17 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def _components(hybrid: HybridReward, scores: list[float], replies: list[str], labels: list | None) -> list[Components]:
+    """Verifier verdicts and combined rewards, off the event loop (sympy takes milliseconds)."""
+    labels = labels if labels is not None else [None] * len(scores)
+    if len(labels) != len(scores):
+        raise HTTPException(422, f"{len(labels)} labels for {len(scores)} items")
+    try:
+        return await run_in_threadpool(hybrid.many, scores, replies, labels)
+    except BadReference as error:
+        raise HTTPException(422, str(error)) from None
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

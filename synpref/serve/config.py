@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,6 +30,13 @@ class ServeConfig(BaseModel):
     keyless_clients: list[str] = Field(
         default_factory=list,
         description="client addresses or networks (e.g. 10.0.0.0/8) that need no key: RLHF trainers on a trusted network, which send none",
+    )  # fmt: skip
+
+    reward_spec: Path | None = Field(
+        None, description="YAML reward spec: verifiers and how to combine them with the RM (synpref/reward/spec.py); /get_reward then reads labels",
+    )  # fmt: skip
+    log_dir: Path | None = Field(
+        None, description="folder for serve.log and the resolved reward spec (default: logs to stderr, the spec logged there)",
     )  # fmt: skip
 
     @field_validator("keyless_clients")

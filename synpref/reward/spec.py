@@ -1,0 +1,110 @@
+"""The reward spec: per task type, which verifier runs and how its result meets the RM's score.
+
+```yaml
+default_task: math            # the task of a label given as a plain reference string
+tasks:
+  math:
+    verifier: math            # a name in synpref.reward.verifiers.VERIFIERS; null: RM only
+    combine: hybrid           # rule | rm | hybrid: w_rm * f(rm) + w_rule * rule
+    w_rm: 0.5
+    w_rule: 1.0
+    rm: {transform: clip, threshold: 2.0}   # f: identity | clip (min(rm, t)) | sigmoid((rm - t) / temperature)
+    unparseable_penalty: 0.5  # subtracted when no answer can be read from the response
+```
+
+`rule` is 1 for a correct answer, 0 otherwise. Unknown keys anywhere are errors; the resolved
+spec (defaults filled in) is what the server saves beside its logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synpref.errors import SynprefError
+
+
+class RmTransform(BaseModel):
+    """f(rm): keeps an over-optimised RM from paying ever more (Skywork R1V2's calibrated thresholds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transform: Literal["identity", "clip", "sigmoid"] = Field("identity", description="identity: the raw score; clip: min(score, threshold); sigmoid: sigmoid((score - threshold) / temperature)")
+    threshold: float | None = Field(None, description="calibrated RM score (see `synpref reward score`'s report)")
+    temperature: float = Field(1.0, gt=0, description="sigmoid only: RM-score units per unit of logit")
+
+    @model_validator(mode="after")
+    def _threshold_needed(self) -> RmTransform:
+        if self.transform != "identity" and self.threshold is None:
+            raise ValueError(f"rm.transform {self.transform} needs rm.threshold")
+        return self
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verifier: str | None = Field(None, description="verifier name; null: no rule, the RM alone")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the verifier (e.g. choice: {letters: ABCD})")
+    combine: Literal["rule", "rm", "hybrid"] = Field("hybrid", description="rule: the verifier alone; rm: f(rm) alone; hybrid: w_rm * f(rm) + w_rule * rule")
+    w_rm: float = 1.0
+    w_rule: float = 1.0
+    rm: RmTransform = Field(default_factory=RmTransform)
+    unparseable_penalty: float = Field(0.0, ge=0, description="subtracted from the reward when the verifier reads no answer")
+
+    @model_validator(mode="after")
+    def _verifier_usable(self) -> TaskSpec:
+        from synpref.reward.verifiers import get_verifier
+
+        if self.verifier is None:
+            if self.combine != "rm":
+                raise ValueError(f"combine: {self.combine} needs a verifier")
+            return self
+        get_verifier(self.verifier, self.options)  # a ValueError names an unknown verifier or option
+        return self
+
+
+class RewardSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_task: str
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_known(self) -> RewardSpec:
+        if self.default_task not in self.tasks:
+            raise ValueError(f"default_task {self.default_task!r} is not among the tasks ({', '.join(self.tasks)})")
+        return self
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def digest(self) -> str:
+        """Short hash of the resolved spec, logged so a run's rewards can be traced to it."""
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:12]
+
+
+def load_spec(path: Path) -> RewardSpec:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SynprefError(f"reward spec {path}: {error}") from None
+    try:
+        return RewardSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors())
+        raise SynprefError(f"reward spec {path}: {problems}") from None
+
+
+def save_spec(spec: RewardSpec, directory: Path) -> Path:
+    """Write the resolved spec as `reward-spec.yaml` in `directory` (beside logs or results)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "reward-spec.yaml"
+    path.write_text(f"# sha256 {spec.digest()}\n" + spec.to_yaml())
+    return path
