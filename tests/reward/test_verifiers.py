@@ -4,83 +4,90 @@ from __future__ import annotations
 
 import pytest
 
-from synpref.reward.verifiers import VERIFIERS, BadReference, Outcome, Verifier, get_verifier, register
+from synpref.reward.verifiers import (
+    VERIFIERS,
+    BadReference,
+    Outcome,
+    Verifier,
+    get_verifier,
+    register,
+)
 
-C, I, U = Outcome.CORRECT, Outcome.INCORRECT, Outcome.UNPARSEABLE
+RIGHT, WRONG, NONE = Outcome.CORRECT, Outcome.INCORRECT, Outcome.UNPARSEABLE
 
 MATH = [
     # equivalent fractions and decimals
-    ("The answer is \\boxed{\\frac{1}{2}}", "0.5", C),
-    ("So x = 3/4.", "0.75", C),
-    ("\\boxed{\\dfrac{2}{4}}", "\\frac12", C),
-    ("\\boxed{0.333}", "\\frac{1}{3}", I),
-    ("\\boxed{0.5}", "1/2", C),
+    ("The answer is \\boxed{\\frac{1}{2}}", "0.5", RIGHT),
+    ("So x = 3/4.", "0.75", RIGHT),
+    ("\\boxed{\\dfrac{2}{4}}", "\\frac12", RIGHT),
+    ("\\boxed{0.333}", "\\frac{1}{3}", WRONG),
+    ("\\boxed{0.5}", "1/2", RIGHT),
     # boxed and plain answers
-    ("Work... \\boxed{3} then \\boxed{42}", "42", C),
-    ("#### 42", "42", C),
-    ("37 + 48 = 85", "85", C),
-    ("37 + 48 = 86", "85", I),
-    ("The final answer is -7.", "-7", C),
+    ("Work... \\boxed{3} then \\boxed{42}", "42", RIGHT),
+    ("#### 42", "42", RIGHT),
+    ("37 + 48 = 85", "85", RIGHT),
+    ("37 + 48 = 86", "85", WRONG),
+    ("The final answer is -7.", "-7", RIGHT),
     # thousands separators, dollars, units, degrees, percent
-    ("\\boxed{1,000}", "1000", C),
-    ("It costs $1,234.50.", "1234.5", C),
-    ("The length is 12 cm.", "12", C),
-    ("\\boxed{12\\text{ cm}}", "12", C),
-    ("I got 5 apples", "5", C),
-    ("The angle is 90^\\circ.", "90", C),
-    ("\\boxed{50\\%}", "50", C),
-    ("\\boxed{1,000,000}", "1000000", C),
+    ("\\boxed{1,000}", "1000", RIGHT),
+    ("It costs $1,234.50.", "1234.5", RIGHT),
+    ("The length is 12 cm.", "12", RIGHT),
+    ("\\boxed{12\\text{ cm}}", "12", RIGHT),
+    ("I got 5 apples", "5", RIGHT),
+    ("The angle is 90^\\circ.", "90", RIGHT),
+    ("\\boxed{50\\%}", "50", RIGHT),
+    ("\\boxed{1,000,000}", "1000000", RIGHT),
     # simple expressions through sympy
-    ("\\boxed{2x+2}", "2(x+1)", C),
-    ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", C),
-    ("\\boxed{x^2}", "x*x", C),
-    ("\\boxed{2x+3}", "2(x+1)", I),
+    ("\\boxed{2x+2}", "2(x+1)", RIGHT),
+    ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", RIGHT),
+    ("\\boxed{x^2}", "x*x", RIGHT),
+    ("\\boxed{2x+3}", "2(x+1)", WRONG),
     # empty, garbage and hostile answers
-    ("", "5", U),
-    ("   ", "5", U),
-    ("no idea", "5", U),
-    ("\\boxed{}", "5", U),
-    ("\\boxed{__import__('os').system('true')}", "1", I),
-    ("\\boxed{9^9^9^9}", "1", I),
+    ("", "5", NONE),
+    ("   ", "5", NONE),
+    ("no idea", "5", NONE),
+    ("\\boxed{}", "5", NONE),
+    ("\\boxed{__import__('os').system('true')}", "1", WRONG),
+    ("\\boxed{9^9^9^9}", "1", WRONG),
 ]
 
 CHOICE = [
-    ("(B)", "C", I),
-    ("A good option here is (C).", "C", C),  # the article "A" is not read as a choice
-    ("The answer is D", "D", C),
-    ("A is wrong, so the answer: D", "D", C),
-    ("I am not sure.", "C", U),
-    ("\\boxed{C}", "(C)", C),
-    ("B", "B.", C),
-    ("B. Because it is larger.", "B", C),
-    ("A cat sat on the mat.", "A", U),
-    ("the answer is a bit unclear", "A", U),
+    ("(B)", "C", WRONG),
+    ("A good option here is (C).", "C", RIGHT),  # the article "A" is not read as a choice
+    ("The answer is D", "D", RIGHT),
+    ("A is wrong, so the answer: D", "D", RIGHT),
+    ("I am not sure.", "C", NONE),
+    ("\\boxed{C}", "(C)", RIGHT),
+    ("B", "B.", RIGHT),
+    ("B. Because it is larger.", "B", RIGHT),
+    ("A cat sat on the mat.", "A", NONE),
+    ("the answer is a bit unclear", "A", NONE),
 ]
 
 STRINGS = [
-    ("exact", {}, "Paris", "Paris", C),
-    ("exact", {}, "  Paris\n", "Paris", C),
-    ("exact", {}, "paris", "Paris", I),
-    ("exact", {}, "Lyon", ["Paris", "Lyon"], C),
-    ("normalised", {}, "The Eiffel Tower!", "eiffel tower", C),
-    ("normalised", {}, "Eiffel  tower.", "the Eiffel Tower", C),
-    ("normalised", {}, "Big Ben", "eiffel tower", I),
-    ("normalised", {}, "?!", "eiffel tower", U),
-    ("regex", {}, "Order #A-1234 shipped", r"#A-\d{4}", C),
-    ("regex", {"full": True}, "Order #A-1234 shipped", r"#A-\d{4}", I),
-    ("regex", {"full": True, "ignore_case": True}, "yes", r"YES|Y", C),
-    ("regex", {}, "nothing", r"\d+", I),
+    ("exact", {}, "Paris", "Paris", RIGHT),
+    ("exact", {}, "  Paris\n", "Paris", RIGHT),
+    ("exact", {}, "paris", "Paris", WRONG),
+    ("exact", {}, "Lyon", ["Paris", "Lyon"], RIGHT),
+    ("normalised", {}, "The Eiffel Tower!", "eiffel tower", RIGHT),
+    ("normalised", {}, "Eiffel  tower.", "the Eiffel Tower", RIGHT),
+    ("normalised", {}, "Big Ben", "eiffel tower", WRONG),
+    ("normalised", {}, "?!", "eiffel tower", NONE),
+    ("regex", {}, "Order #A-1234 shipped", r"#A-\d{4}", RIGHT),
+    ("regex", {"full": True}, "Order #A-1234 shipped", r"#A-\d{4}", WRONG),
+    ("regex", {"full": True, "ignore_case": True}, "yes", r"YES|Y", RIGHT),
+    ("regex", {}, "nothing", r"\d+", WRONG),
 ]
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name"]}
 JSON = [
-    ('{"name": "Ada", "age": 36}', SCHEMA, C),
-    ('Here you go:\n```json\n{"name": "Ada"}\n```', SCHEMA, C),
-    ('{"age": 36}', SCHEMA, I),
-    ('{"name": "Ada", "age": "old"}', SCHEMA, I),
-    ("{'name': 'Ada'}", SCHEMA, U),
-    ("sure!", '{"type": "array"}', U),
-    ("[1, 2]", '{"type": "array", "items": {"type": "integer"}}', C),
+    ('{"name": "Ada", "age": 36}', SCHEMA, RIGHT),
+    ('Here you go:\n```json\n{"name": "Ada"}\n```', SCHEMA, RIGHT),
+    ('{"age": 36}', SCHEMA, WRONG),
+    ('{"name": "Ada", "age": "old"}', SCHEMA, WRONG),
+    ("{'name': 'Ada'}", SCHEMA, NONE),
+    ("sure!", '{"type": "array"}', NONE),
+    ("[1, 2]", '{"type": "array", "items": {"type": "integer"}}', RIGHT),
 ]
 
 
@@ -155,10 +162,10 @@ def test_contract(name):
     verifier = get_verifier(name)
     response, reference = CONTRACT[name]
     correct = verifier.verify(response, reference)
-    assert correct.outcome is C and 0 < len(correct.reason) <= 200
+    assert correct.outcome is RIGHT and 0 < len(correct.reason) <= 200
     for blank in ("", " \n\t "):
-        assert verifier.verify(blank, reference).outcome is U
+        assert verifier.verify(blank, reference).outcome is NONE
     for garbage in ("\x00\ufffd" * 50, "}{" * 1000, "\\boxed{" * 100, "x" * 100_000):
         verdict = verifier.verify(garbage, reference)
-        assert verdict.outcome in (I, U) and 0 < len(verdict.reason) <= 200
+        assert verdict.outcome in (WRONG, NONE) and 0 < len(verdict.reason) <= 200
     assert verifier.verify(response, reference) == correct  # deterministic
