@@ -303,6 +303,18 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
 
 
+def _local_scorer(model: str, **options):
+    """The scorer for a model directory: head-only encoder models score from cached features."""
+    from synpref.rm.head import HeadScorer, head_kind
+    from synpref.rm.scorer import RewardScorer
+
+    if head_kind(model) == "encoder":
+        from synpref.rm.models import cache_dir
+
+        return HeadScorer(model, cache_dir() / "features", show_progress=options.get("show_progress"))
+    return RewardScorer.from_pretrained(model, **options)
+
+
 def _score_dtype(bf16: bool):
     """torch.bfloat16 for --bf16, else None (the model's own dtype)."""
     if not bf16:
@@ -338,11 +350,7 @@ def eval_command(
 
         scorer = RemoteScorer(model, protocol, tokenizer=tokenizer, api_key=os.environ.get("SYNPREF_API_KEY"))
     else:
-        from synpref.rm.scorer import RewardScorer
-
-        scorer = RewardScorer.from_pretrained(
-            model, max_length=max_length, token_budget=token_budget, dtype=_score_dtype(bf16), show_progress=True
-        )
+        scorer = _local_scorer(model, max_length=max_length, token_budget=token_budget, dtype=_score_dtype(bf16), show_progress=True)
     run = evaluate(scorer, bench or ["all"], data_dir, console=console, download=download)
     written = write_results(run, output, model)
     Console().print((output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
@@ -493,10 +501,9 @@ def reward_score(
     """Reward components per item, and how often the RM and the verifier disagree."""
     from synpref.reward.offline import score_file
     from synpref.reward.spec import load_spec
-    from synpref.rm.scorer import RewardScorer
 
     reward_spec = load_spec(spec)
-    scorer = RewardScorer.from_pretrained(model, max_length=max_length, show_progress=True)
+    scorer = _local_scorer(model, max_length=max_length, show_progress=True)
     score_file(data, reward_spec, scorer, output)
     Console().print((output / "report.md").read_text(), highlight=False)
     console.print(f"wrote {output}/components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")

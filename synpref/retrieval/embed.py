@@ -48,9 +48,9 @@ class Embedder:
         self._model: Any = None
         self._cache = None
         if cache_dir is not None:
-            from synpref.data.vectors import VectorCache
+            from synpref.data.vectors import shared_cache
 
-            self._cache = VectorCache(Path(cache_dir) / model_slug(name), desc=f"embedding ({name})")
+            self._cache = shared_cache(Path(cache_dir) / model_slug(name), desc=f"embedding ({name})")
 
     def encode(self, texts: list[str]):
         """float32 array (len(texts), dim), L2-normalised."""

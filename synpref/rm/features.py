@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synpref.data.models import Message
-from synpref.data.vectors import VectorCache
+from synpref.data.vectors import shared_cache
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,14 @@ class Featurizer:
     def __init__(self, spec: FeatureSpec, cache_root: Path, *, show_progress: bool | None = None, log=None):
         self.spec = spec
         name = f"features ({Path(spec.backbone).name})"
-        self.cache = VectorCache(spec.directory(cache_root), desc=name, show_progress=show_progress)
+        self.cache = shared_cache(spec.directory(cache_root), desc=name, show_progress=show_progress)
+        self._computed_before = self.cache.computed
         self._backbone: Any = None
 
     @property
     def computed(self) -> int:
-        return self.cache.computed
+        """Inputs run through the backbone since this object was made."""
+        return self.cache.computed - self._computed_before
 
     @property
     def backbone(self):

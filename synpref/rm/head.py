@@ -187,6 +187,11 @@ def is_head_model(path: str | Path) -> bool:
     return (Path(path) / HEAD_FILE).is_file()
 
 
+def head_kind(path: str | Path) -> str | None:
+    """"encoder" or "decoder" for a head-only model directory, None for anything else."""
+    return json.loads((Path(path) / HEAD_FILE).read_text())["kind"] if is_head_model(path) else None
+
+
 class HeadScorer:
     """Scores with a saved head-only model from the feature cache (backbone only for new inputs)."""
 

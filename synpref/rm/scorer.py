@@ -65,9 +65,22 @@ class RewardScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | None = None, **kwargs: Any) -> RewardScorer:
-        """Load a model by embedded name, Hub id or path onto `device` (default: `best_device()`)."""
+        """Load a model by embedded name, Hub id or path onto `device` (default: `best_device()`).
+
+        A head-only encoder model (a sentence-transformers directory, `synpref.rm.head`) is not a
+        sequence-classification model: loading its backbone as one would score with a fresh,
+        random head. Such a directory is refused here, with the way to score it.
+        """
+        from synpref.rm.head import head_kind
         from synpref.rm.models import load_reward_model
 
+        if head_kind(name_or_path) == "encoder":
+            from synpref.errors import SynprefError
+
+            raise SynprefError(
+                f"{name_or_path} is a head-only encoder reward model (a sentence-transformers directory): "
+                "score it with synpref.rm.head.HeadScorer or SentenceTransformer(DIR).encode([[history, reply]])"
+            )
         model, tokenizer = load_reward_model(name_or_path)
         return cls(model.to(device or best_device()), tokenizer, **kwargs)
 

@@ -185,3 +185,19 @@ def test_feature_spec_digest_separates_what_changes_the_features(pooling):
     other = FeatureSpec("minilm-l6", 256, pooling)
     assert (base.digest() == other.digest()) == (pooling == base.pooling)
     assert FeatureSpec("minilm-l6", 128).digest() != base.digest()
+
+
+def test_a_head_only_encoder_is_refused_where_a_classifier_is_needed_and_scored_by_eval(tmp_path):
+    from synpref.errors import SynprefError
+    from synpref.rm.scorer import RewardScorer
+
+    fit_head_model(CONVERSATIONS, tmp_path / "model", FeatureSpec("minilm-l6", 128), tmp_path / "cache", l2=1e-2, log=lambda _: None)
+    # Loaded as a sequence classifier, the directory would score with a fresh random head.
+    with pytest.raises(SynprefError, match="is a head-only encoder reward model"):
+        RewardScorer.from_pretrained(str(tmp_path / "model"))
+    from synpref.cli import _local_scorer
+
+    scorer = _local_scorer(str(tmp_path / "model"), max_length=128, show_progress=False)
+    expected = HeadScorer(tmp_path / "model", tmp_path / "cache").score_pairs(CONVERSATIONS)[0]
+    got = scorer.score([[*p.conversation, p.chosen] for p in CONVERSATIONS])
+    assert np.abs(np.array(got) - np.array(expected)).max() < 1e-6
