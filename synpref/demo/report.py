@@ -40,7 +40,9 @@ def _ablation(result: dict[str, Any], markdown) -> str:
         parts.append(
             f"<h2>Label noise found by Stage 2</h2><p>Of the {noise['decided']} pool pairs Stage 2 decided, "
             f"{noise['flipped']} had their label flipped by the generator. Stage 2 flagged {noise['flagged']} "
-            f"(discarded or flipped back): precision <b>{noise['precision']:.2f}</b>, recall <b>{noise['recall']:.2f}</b>.</p>"
+            f"(discarded or flipped back): precision <b>{noise['precision']:.2f}</b>, recall <b>{noise['recall']:.2f}</b>. "
+            f"It turned {noise['recycled']} round (recycled as flipped): precision <b>{noise['recycled_precision']:.2f}</b>, "
+            f"recall <b>{noise['recycled_recall']:.2f}</b>.</p>"
         )
     report = Path(result["report"])
     if report.is_file():

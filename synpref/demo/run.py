@@ -58,8 +58,11 @@ class Budget:
             return cls(attributes=1, seed_size=40, max_retrieved=6, max_judged=6, stage2_limit=None,
                        calibration_pairs=6, final_model="minilm-l6", final_steps=4)
         limit = 2000 if options.pool else None  # a real pool is subsampled to fit the time budget
-        return cls(attributes=3, seed_size=200, max_retrieved=60, max_judged=120, stage2_limit=limit,
-                   calibration_pairs=20, final_model="smollm2-135m", final_steps=60)
+        # Two thirds of the pool seed the best RM (Stage 1 retrieves from the rest): with the
+        # judge gated out, the seed is all the best RM learns from, and 200 pairs left it at
+        # 0.755 held-out against 0.835 for 400-600 (noisy) pairs.
+        return cls(attributes=3, seed_size=400, max_retrieved=60, max_judged=120, stage2_limit=limit,
+                   calibration_pairs=20, final_model="smollm2-135m", final_steps=30)
 
 
 class DemoState:
@@ -264,14 +267,22 @@ def noise_recovery(truth: Path, decisions: Path) -> dict[str, Any]:
     flipped = {row["id"] for row in map(json.loads, truth.read_text().splitlines()) if row["flipped"]}
     rows = pq.read_table(decisions, columns=["id", "action"]).to_pylist()
     flagged = {row["id"] for row in rows if row["action"] != "keep"}
+    recycled = {row["id"] for row in rows if row["action"] == "flip"}
     decided_flipped = flipped & {row["id"] for row in rows}
-    hits = len(flagged & decided_flipped)
+
+    def share(numerator: int, denominator: int) -> float:
+        return numerator / denominator if denominator else float("nan")
+
     return {
         "decided": len(rows),
         "flipped": len(decided_flipped),
         "flagged": len(flagged),
-        "precision": hits / len(flagged) if flagged else float("nan"),
-        "recall": hits / len(decided_flipped) if decided_flipped else float("nan"),
+        "precision": share(len(flagged & decided_flipped), len(flagged)),
+        "recall": share(len(flagged & decided_flipped), len(decided_flipped)),
+        # the pairs Stage 2 turned round: how many really were flipped, and how many flips it turned round
+        "recycled": len(recycled),
+        "recycled_precision": share(len(recycled & decided_flipped), len(recycled)),
+        "recycled_recall": share(len(recycled & decided_flipped), len(decided_flipped)),
     }
 
 
