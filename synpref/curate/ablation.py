@@ -152,16 +152,11 @@ def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair],
 def condition_sets(pool: list[PreferencePair], loop_gold: list[PreferencePair], decisions: dict[str, dict], seed: int) -> dict[str, list[PreferencePair]]:
     """The training pairs of each condition, from the pool and Stage 2's decisions."""
     kept = [p for p in pool if decisions.get(p.id, {}).get("action") == "keep"]
-    flipped = [_swapped(p) for p in pool if decisions.get(p.id, {}).get("action") == "flip"]
+    flipped = [p.swapped() for p in pool if decisions.get(p.id, {}).get("action") == "flip"]
     order = sorted(pool, key=lambda p: p.id)
     random.Random(seed).shuffle(order)
     return {"raw": list(pool), "kept": kept, "kept+flipped": kept + flipped, "gold": list(loop_gold),
             "random": order[: len(kept)]}
-
-
-def _swapped(pair: PreferencePair) -> PreferencePair:
-    return PreferencePair.model_construct(id=pair.id + "-flipped", conversation=pair.conversation, chosen=pair.rejected,
-                                          rejected=pair.chosen, source=pair.source, meta=pair.meta)
 
 
 def _condition(fold: Workspace, config: CurateConfig, name: str, pairs: list[PreferencePair], held_out: list[PreferencePair],

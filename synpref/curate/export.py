@@ -45,16 +45,12 @@ def curated_rows(workspace) -> list[tuple[str, PreferencePair, dict[str, Any]]]:
             provenance = {"origin": f"stage2 {decision['action']}", "reason": decision["reason"], "original_id": pair.id,
                           "best_p": decision["best_p"], "gold_p": decision["gold_p"], "llm_verdict": decision["llm_verdict"]}
             flipped = decision["action"] == "flip"
-            rows.append(("flipped" if flipped else "curated", _swapped(pair) if flipped else pair, provenance))
+            rows.append(("flipped" if flipped else "curated", pair.swapped() if flipped else pair, provenance))
         elif pair.id in state and state[pair.id]["verdict"] in ("chosen", "rejected", "seed"):
             entry = state[pair.id]
-            oriented = _swapped(pair) if entry["flipped"] else pair
+            oriented = pair.swapped() if entry["flipped"] else pair
             rows.append(("curated", oriented, {"origin": f"stage1 {entry['origin']}", "reason": f"verdict {entry['verdict']}", "original_id": pair.id}))
     return rows
-
-
-def _swapped(pair: PreferencePair) -> PreferencePair:
-    return PreferencePair(conversation=pair.conversation, chosen=pair.rejected, rejected=pair.chosen, source=pair.source, meta=pair.meta)
 
 
 def export_curated(workspace, fmt: str, output_dir: Path) -> dict[str, tuple[Path, int]]:

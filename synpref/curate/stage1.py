@@ -130,9 +130,7 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pa
 
 def _write_silver(path: Path, pairs, silver: dict[str, bool]) -> Path:
     """Silver pairs as JSONL, chosen first; a pair the judges reversed is written swapped."""
-    from synpref.curate.ablation import _swapped
-
-    return write_pairs(path, [_swapped(pairs[i]) if flipped else pairs[i] for i, flipped in silver.items()])
+    return write_pairs(path, [pairs[i].swapped() if flipped else pairs[i] for i, flipped in silver.items()])
 
 
 def _gold_p(directory: Path, config: CurateConfig, gold, workspace_root: Path) -> list[float]:

@@ -51,6 +51,11 @@ class PreferencePair(BaseModel):
             )
         return self
 
+    def swapped(self) -> PreferencePair:
+        """The same pair with chosen and rejected exchanged (a new pair, so a new id)."""
+        return PreferencePair(conversation=self.conversation, chosen=self.rejected, rejected=self.chosen,
+                              source=self.source, meta=self.meta)
+
 
 class TaskCategory(str, Enum):
     """The fixed task-category vocabulary of `Attributes` (documented in the README)."""

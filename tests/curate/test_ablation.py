@@ -18,7 +18,7 @@ from synpref.curate.ablation import (
     per_source,
     summarise,
 )
-from synpref.data.models import Message, PreferencePair
+from synpref.data.models import Message, PreferencePair, pair_id
 
 
 def _pair(index: int, source: str = "s") -> PreferencePair:
@@ -42,7 +42,8 @@ def test_condition_sets_follow_the_decisions():
     sets = condition_sets(pool, [_pair(100)], decisions, seed=0)
     assert [p.id for p in sets["kept"]] == ["p0", "p1"]
     flipped = sets["kept+flipped"][2]
-    assert (flipped.id, flipped.chosen.content, flipped.rejected.content) == ("p2-flipped", "bad 2", "good 2")
+    assert (flipped.chosen.content, flipped.rejected.content) == ("bad 2", "good 2")
+    assert flipped.id == pair_id(flipped.conversation, flipped.chosen, flipped.rejected)  # a new pair, a new id
     assert len(sets["random"]) == 2 and {p.id for p in sets["random"]} <= {p.id for p in pool}
     assert [p.id for p in sets["gold"]] == ["p100"] and len(sets["raw"]) == 10
     assert sets["random"] == condition_sets(pool, [], decisions, seed=0)["random"]
