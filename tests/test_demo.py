@@ -25,6 +25,9 @@ def test_tiny_demo_runs_every_step_and_resumes(tmp_path):
     assert steps["ablation"]["noise"]["decided"] == 120  # Stage 2 decides every pool pair
     page = (workspace / "report.html").read_text()
     assert page.index("Does curation pay?") < page.index("<h2>Steps</h2>")  # the report leads with the ablation
+    assert "Judges, measured on each fold&#39;s loop gold" in page or "Judges, measured on each fold's loop gold" in page
+    gate = json.loads((workspace / "runs" / "judge-gate" / "gating.json").read_text())
+    assert [(row["judge"], row["n"]) for row in gate] == [("smollm2", 6)]
     assert page.count("src='data:image/png;base64,") + page.count('src="data:image/png;base64,') >= 2
     assert 'src="gold_accuracy.png"' not in page  # every plot is inlined
     again = subprocess.run(command, capture_output=True, text=True)

@@ -145,7 +145,9 @@ def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair],
     sizes = {}
     for name in CONDITIONS:
         heldout[name], sizes[name] = _condition(fold, config, name, sets[name], held_out, conditions / name.replace("+", "-"), log)
-    return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout,
+    gate = fold.root / "runs" / "judge-gate" / "gating.json"
+    judges = json.loads(gate.read_text()) if gate.is_file() else []
+    return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout, "judges": judges,
             "heldout_ids": [p.id for p in held_out], "decisions": decisions, "pool_sources": {p.id: p.source for p in pool}}
 
 

@@ -34,6 +34,7 @@ def markdown(results: dict[str, Any], plot: str | None) -> str:
         lines += ["", f"![accuracy]({plot})"]
     lines += _per_source(results.get("per_source", []))
     lines += _folds(results.get("folds", []))
+    lines += _judges(results.get("folds", []))
     if results.get("benchmarks"):
         lines += _benchmarks(results["benchmarks"])
     return "\n".join(lines) + "\n"
@@ -59,6 +60,17 @@ def _folds(folds: list[dict[str, Any]]) -> list[str]:
         accuracies = ", ".join(f"{s['gold_accuracy']:.3f}" if s.get("gold_accuracy") is not None else "-" for s in fold["stage1"])
         stage2 = fold["stage2"]
         lines.append(f"| {number} | {accuracies} | {stage2['keep']:,} / {stage2['discard']:,} / {stage2['flip']:,} | {stage2['annotated']:,} |")
+    return lines
+
+
+def _judges(folds: list[dict[str, Any]]) -> list[str]:
+    rows = [(number, row) for number, fold in enumerate(folds, 1) for row in fold.get("judges", [])]
+    if not rows:
+        return ["", "No LLM judge had a say in any fold (none configured, or none beat chance on gold)."]
+    lines = ["", "## Judges, measured on each fold's loop gold", "",
+             "| fold | judge | right / asked | weight | why |", "|---|---|---|---|---|"]
+    for number, row in rows:
+        lines.append(f"| {number} | {row['judge']} | {row['correct']} / {row['n']} | {row['weight']:.3f} | {row['why']} |")
     return lines
 
 
@@ -107,5 +119,6 @@ def write_ablation_report(results: dict[str, Any], directory: Path) -> Path:
     html = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
     inline = f"data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}"
     html = html.replace(f'src="{plot.name}"', f'src="{inline}"')
-    (directory / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>curation ablation</title>\n{html}")
+    style = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+    (directory / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>curation ablation</title><style>{style}</style>\n{html}")
     return directory / "report.html"

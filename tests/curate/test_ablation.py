@@ -121,7 +121,9 @@ def test_ablation_end_to_end_finds_the_flipped_labels_and_resumes(tmp_path):
     assert sum(row["pairs"] for row in results["per_source"]) == len(list(workspace.iter_pairs("pool")))
     for name in ("report.md", "report.html", "accuracy.png"):
         assert (ablation / name).is_file()
-    assert "(e) random subset of raw, size of (b)" in (ablation / "report.md").read_text()
+    report = (ablation / "report.md").read_text()
+    assert "(e) random subset of raw, size of (b)" in report
+    assert "No LLM judge had a say in any fold (none configured, or none beat chance on gold)." in report
     second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0
     assert "head-only RM" not in second.stdout  # every model reused, nothing trained again
