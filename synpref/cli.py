@@ -305,12 +305,11 @@ def _cell(value) -> str:
 
 def _local_scorer(model: str, **options):
     """The scorer for a model directory: head-only encoder models score from cached features."""
-    from synpref.rm.head import HeadScorer, head_kind
+    from synpref.rm.head import HeadScorer
+    from synpref.rm.models import cache_dir, head_kind
     from synpref.rm.scorer import RewardScorer
 
     if head_kind(model) == "encoder":
-        from synpref.rm.models import cache_dir
-
         return HeadScorer(model, cache_dir() / "features", show_progress=options.get("show_progress"))
     return RewardScorer.from_pretrained(model, **options)
 

@@ -63,3 +63,37 @@ def live_server(app):
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+@contextmanager
+def serve_process(options: list[str], log_path: Path):
+    """`synpref serve OPTIONS` in its own process on a free loopback port; yields its base URL.
+
+    Output goes to `log_path`; the process is stopped on exit.
+    """
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "synpref", "serve", "--port", str(port), *options],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "synpref serve did not come up"
+            try:
+                httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from synpref.data.models import PreferencePair
+from synpref.retrieval.embed import model_slug
 
 GATING_FILE = "gating.json"
 
@@ -63,7 +64,7 @@ def gate_judges(workspace_root: Path, job: dict[str, Any], gold: list[Preference
         for judge in job["judges"]:
             name = judge.get("name") or judge["model"]
             single = {**job, "judges": [judge], "combine": "majority"}
-            verdicts = judge_pairs(workspace_root, calibration, examples, single, directory / "gating" / _slug(name))
+            verdicts = judge_pairs(workspace_root, calibration, examples, single, directory / "gating" / model_slug(name))
             said = [verdicts.get(p.id, ("unsure", 0.0))[0] for p in calibration]
             correct = sum(v == "chosen" for v in said)  # gold is stored chosen = the humans' choice
             weight, why = judge_weight(correct, len(calibration), alpha)
@@ -84,7 +85,3 @@ def gated_job(job: dict[str, Any], report: list[dict[str, Any]]) -> dict[str, An
     weights = {row["judge"]: row["weight"] for row in report}
     kept = [{**j, "weight": weights[j.get("name") or j["model"]]} for j in job["judges"] if weights.get(j.get("name") or j["model"], 0) > 0]
     return {**job, "judges": kept, "combine": "weighted"} if kept else None
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

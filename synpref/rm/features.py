@@ -159,7 +159,7 @@ class _DecoderBackbone:
 
         from synpref.rm.scorer import model_inputs, token_budget_batches
 
-        ids = [self.formatter.tokenizer(text)["input_ids"][-self.formatter.max_length :] for text, _ in inputs]
+        ids = [self.formatter.encode_text(text, pair) for text, pair in inputs]
         out = np.zeros((len(ids), self.dimension), dtype=np.float32)
         device = next(self.model.parameters()).device
         with torch.inference_mode():

@@ -30,8 +30,9 @@ from typing import Any
 
 from synpref.errors import SynprefError
 from synpref.rm.features import FeatureSpec, Featurizer, conversation_inputs, pair_inputs
+from synpref.rm.models import HEAD_FILE, head_kind
+from synpref.workspace import write_json_atomic
 
-HEAD_FILE = "synpref_head.json"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -135,7 +136,7 @@ def fit_head_model(pairs, output: Path, spec: FeatureSpec, cache_root: Path, *, 
         "best_gold_accuracy": best["gold_accuracy"], "best_step": 0, "steps": 0,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    _write_json(Path(output) / "training_summary.json", summary)
+    write_json_atomic(Path(output) / "training_summary.json", summary)
     log(f"head-only RM: {len(pairs):,} pairs, l2 {head.l2:g}, train accuracy {train_accuracy:.4f}"
         + (f", gold accuracy {best['gold_accuracy']:.4f}" if gold else "") + f" -> {output}")
     return summary
@@ -150,7 +151,7 @@ def save_head_model(featurizer: Featurizer, head: Head, output: Path) -> None:
         _save_sentence_transformer(backbone, head, output)
     else:
         _save_sequence_classifier(featurizer.spec, head, output)
-    _write_json(output / HEAD_FILE, {
+    write_json_atomic(output / HEAD_FILE, {
         "kind": backbone.kind, "backbone": featurizer.spec.backbone, "max_length": featurizer.spec.max_length,
         "pooling": featurizer.spec.pooling,
         "weight": [float(v) for v in head.weight], "bias": head.bias, "l2": head.l2,
@@ -184,12 +185,7 @@ def _save_sequence_classifier(spec: FeatureSpec, head: Head, output: Path) -> No
 
 
 def is_head_model(path: str | Path) -> bool:
-    return (Path(path) / HEAD_FILE).is_file()
-
-
-def head_kind(path: str | Path) -> str | None:
-    """"encoder" or "decoder" for a head-only model directory, None for anything else."""
-    return json.loads((Path(path) / HEAD_FILE).read_text())["kind"] if is_head_model(path) else None
+    return head_kind(path) is not None
 
 
 class HeadScorer:
@@ -212,9 +208,3 @@ class HeadScorer:
         features = self.featurizer.features(chosen + rejected)
         rewards = self.head.rewards(features).tolist()
         return rewards[: len(pairs)], rewards[len(pairs) :]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

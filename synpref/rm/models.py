@@ -17,6 +17,7 @@ Embedded defaults, usable with no network:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +29,15 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Pad candidates tried in order when a tokenizer has no pad or pads with EOS.
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>", "[PAD]")
 EMBEDDED_MODELS = ("smollm2-135m", "minilm-l6")
+
+
+HEAD_FILE = "synpref_head.json"  # marks a head-only model directory (synpref.rm.head)
+
+
+def head_kind(path: str | Path) -> str | None:
+    """"encoder" or "decoder" for a head-only model directory, None for anything else."""
+    marker = Path(path) / HEAD_FILE
+    return json.loads(marker.read_text())["kind"] if marker.is_file() else None
 
 
 def cache_dir() -> Path:

@@ -71,8 +71,7 @@ class RewardScorer:
         sequence-classification model: loading its backbone as one would score with a fresh,
         random head. Such a directory is refused here, with the way to score it.
         """
-        from synpref.rm.head import head_kind
-        from synpref.rm.models import load_reward_model
+        from synpref.rm.models import head_kind, load_reward_model
 
         if head_kind(name_or_path) == "encoder":
             from synpref.errors import SynprefError

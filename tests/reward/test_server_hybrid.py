@@ -5,10 +5,8 @@ The RM is the embedded MiniLM (an encoder: OpenRLHF's query is prompt + "[SEP]" 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.conftest import live_server  # noqa: E402
+from tests.conftest import live_server, serve_process  # noqa: E402
 
 SPEC = """\
 default_task: math
@@ -60,28 +58,9 @@ def served(tmp_path_factory):
     """`synpref serve --reward-spec` in its own process, logs and the spec in a temporary folder."""
     folder = tmp_path_factory.mktemp("hybrid-serve")
     (folder / "spec.yaml").write_text(SPEC)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "synpref", "serve", "--model", "minilm-l6", "--port", str(port),
-               "--reward-spec", str(folder / "spec.yaml"), "--log-dir", str(folder / "logs")]  # fmt: skip
-    with open(folder / "stdout.log", "w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (folder / "stdout.log").read_text()
-            assert time.monotonic() < deadline, "synpref serve did not come up"
-            try:
-                httpx.get(f"{base}/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    options = ["--model", "minilm-l6", "--reward-spec", str(folder / "spec.yaml"), "--log-dir", str(folder / "logs")]
+    with serve_process(options, folder / "stdout.log") as base:
         yield base, folder / "logs"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_openrlhf_labels_get_the_specs_combination(served, scorer, rm_scores):

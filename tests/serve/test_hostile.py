@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +18,7 @@ import pytest
 pytest.importorskip("torch")
 
 from synpref.data.models import Message  # noqa: E402
+from tests.conftest import serve_process  # noqa: E402
 
 KEY = "s3cret"
 ACCENTED_KEY = "clé-ünïcode"  # a configured key may be non-ASCII; it is compared as UTF-8 bytes
@@ -32,29 +31,10 @@ MAX_BODY_BYTES = 100_000
 def served(tmp_path_factory):
     """(base URL, log file) of `synpref serve --model minilm-l6` in a process of its own."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "synpref", "serve", "--model", "minilm-l6", "--port", str(port),
-               "--api-key", KEY, "--api-key", ACCENTED_KEY, "--read-timeout-s", str(READ_TIMEOUT_S),
+    options = ["--model", "minilm-l6", "--api-key", KEY, "--api-key", ACCENTED_KEY, "--read-timeout-s", str(READ_TIMEOUT_S),
                "--max-body-bytes", str(MAX_BODY_BYTES), "--max-items", "8", "--max-wait-ms", "200"]  # fmt: skip
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "synpref serve did not come up"
-            try:
-                httpx.get(f"{base}/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with serve_process(options, log_path) as base:
         yield base, log_path
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

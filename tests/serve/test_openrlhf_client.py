@@ -9,15 +9,12 @@ and `extra_logs`. Here the policy tokenizer is the reward model's own saved toke
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
 pytest.importorskip("torch")
+
+from tests.conftest import serve_process  # noqa: E402
 
 KEY = "s3cret"
 MAX_LENGTH = 64
@@ -39,28 +36,9 @@ def saved_tiny_llama(tiny_llama_dir, tmp_path_factory):
 def served(saved_tiny_llama, tmp_path_factory):
     """`synpref serve` with a key, open without one to loopback clients (a trusted trainer)."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "synpref", "serve", "--model", str(saved_tiny_llama), "--port", str(port),
-               "--api-key", KEY, "--keyless-client", "127.0.0.1", "--max-length", str(MAX_LENGTH)]  # fmt: skip
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "synpref serve did not come up"
-            try:
-                httpx.get(f"{base}/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    options = ["--model", str(saved_tiny_llama), "--api-key", KEY, "--keyless-client", "127.0.0.1", "--max-length", str(MAX_LENGTH)]
+    with serve_process(options, log_path) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def openrlhf_request(tokenizer, history: list[dict], reply: str, label: str) -> dict:
