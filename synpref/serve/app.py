@@ -3,8 +3,10 @@
 Routes (versioned, pydantic schemas): POST /v1/score, /v1/compare, /v1/best-of-n, OpenRLHF's
 POST /get_reward, the inference engines' routes (`synpref.serve.engines`: vLLM's and SGLang's
 /classify, /v1/classify, /v1/embeddings, /pooling, GET /v1/models), GET /health and GET /metrics
-(Prometheus). Requests are tokenized in a
-thread pool, checked against the limits, then merged into batches by `MicroBatcher`.
+(Prometheus). The inputs of all waiting requests are tokenized together in one batched call
+on a tokenizer thread (`synpref.serve.encoding`), checked against the limits, then merged into
+batches by `MicroBatcher`, in this process or in the model owner behind HTTP worker processes
+(`synpref.serve.model`).
 Logs carry endpoint, status, counts and latency, never payloads.
 
 With API keys set, every path but /health needs one (the docs and metrics too), checked before
@@ -34,12 +36,12 @@ from synpref.reward.combine import Components, HybridReward, numeric_logs
 from synpref.reward.queries import ReplyReader
 from synpref.reward.spec import RewardSpec
 from synpref.reward.verifiers import BadReference
-from synpref.serve.batcher import MicroBatcher, QueueFull, UnscorableInput
+from synpref.serve.batcher import QueueFull, UnscorableInput
 from synpref.serve.config import ServeConfig
+from synpref.serve.encoding import EncodeJob, EncodeStage
 from synpref.serve.engines import ENGINE_ROUTES, add_engine_routes
 from synpref.serve.limits import (
     BodyLimits,
-    InputTooLong,
     RequestEncoder,
     RequireKey,
     TextRequest,
@@ -106,20 +108,17 @@ class RewardResponse(BaseModel):
 
 
 def create_app(scorer, config: ServeConfig | None = None, model_name: str = "reward-model", reward_spec: RewardSpec | None = None) -> FastAPI:
-    """`reward_spec`: a `synpref.reward.spec.RewardSpec` to combine the RM with verifiers."""
+    """`scorer`: a `RewardScorer` (scored in this process) or a `synpref.serve.model.RemoteModel`
+    (a model owner's); `reward_spec`: a `synpref.reward.spec.RewardSpec` to combine the RM with verifiers."""
+    from synpref.serve.model import LocalModel, RemoteModel
+
     config = config or ServeConfig()
     hybrid = HybridReward(reward_spec) if reward_spec is not None else None
     reader = ReplyReader(scorer.formatter) if hybrid is not None else None
     metrics = _Metrics()
-    batcher = MicroBatcher(
-        scorer.score_ids,
-        max_batch_tokens=config.max_batch_tokens,
-        max_wait_ms=config.max_wait_ms,
-        max_queue=config.max_queue,
-        on_batch=metrics.observe_batch,
-    )
-    metrics.queue_depth.set_function(lambda: batcher.pending)
+    model = scorer if isinstance(scorer, RemoteModel) else LocalModel(scorer, config)
     encoder = RequestEncoder(scorer.formatter)
+    stage = EncodeStage(encoder.tokenizer)
 
     app = FastAPI(title="synpref reward server", version="1")
     # Outermost last: the access log sees every answer, the key is checked before the body is read.
@@ -127,20 +126,22 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     app.add_middleware(RequireKey, keys=config.api_keys, keyless_clients=config.keyless_clients)
     app.add_middleware(AccessLog, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.router.add_event_handler("shutdown", batcher.close)
+    app.router.add_event_handler("shutdown", model.close)
+    app.router.add_event_handler("shutdown", stage.close)
     keys = [k.encode() for k in config.api_keys]
 
-    async def rewards(sequences_of: Any, items: list, truncate: bool) -> list[float]:
-        if len(items) > config.max_items:
-            raise HTTPException(413, f"{len(items)} items in one request; the limit is {config.max_items}")
+    async def rewards(job: EncodeJob, sequences_out: list | None = None) -> list[float]:
+        """Scores of a request's inputs; `sequences_out` receives their token ids."""
+        if len(job.items) > config.max_items:
+            raise HTTPException(413, f"{len(job.items)} items in one request; the limit is {config.max_items}")
         try:
-            sequences = await run_in_threadpool(lambda: [sequences_of(item, truncate) for item in items])
-        except InputTooLong as error:
+            sequences = await stage.encode(job)
+        except ValueError as error:  # InputTooLong included
             raise HTTPException(422, str(error)) from None
-        except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+        if sequences_out is not None:
+            sequences_out.extend(sequences)
         try:
-            return await asyncio.wait_for(batcher.score(sequences), config.request_timeout_s)
+            return await asyncio.wait_for(model.score(sequences), config.request_timeout_s)
         except UnscorableInput as error:
             raise HTTPException(422, str(error)) from None
         except QueueFull:
@@ -150,7 +151,7 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
     async def score(body: ScoreRequest) -> ScoreResponse:
-        scores = await rewards(encoder.conversation, body.conversations, body.truncate)
+        scores = await rewards(encoder.conversations(body.conversations, body.truncate))
         if hybrid is None or body.reference is None:
             return ScoreResponse(scores=scores)
         replies = [conversation[-1].content for conversation in body.conversations]
@@ -165,27 +166,19 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     async def compare(body: CandidatesRequest) -> CompareResponse:
         if len(body.responses) < 2:
             raise HTTPException(422, "compare needs at least two responses")
-        scores = await rewards(encoder.conversation, candidates(body), body.truncate)
+        scores = await rewards(encoder.conversations(candidates(body), body.truncate))
         return CompareResponse(scores=scores, probabilities=_softmax(scores), preferences=_pairwise(scores))
 
     @app.post("/v1/best-of-n", response_model=BestOfNResponse)
     async def best_of_n(body: CandidatesRequest) -> BestOfNResponse:
-        scores = await rewards(encoder.conversation, candidates(body), body.truncate)
+        scores = await rewards(encoder.conversations(candidates(body), body.truncate))
         ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         return BestOfNResponse(scores=scores, ranking=ranking, best=ranking[0], best_response=body.responses[ranking[0]])
 
     @app.post("/get_reward", response_model=RewardResponse)
     async def get_reward(body: RewardRequest) -> RewardResponse:
         lengths: list[int] = []
-
-        def encode(text: str, truncate: bool) -> list[int]:
-            ids, length = encoder.text_and_length(text)
-            if len(ids) < length and not truncate:
-                raise InputTooLong(f"a query has {length:,} tokens, over the limit of {len(ids):,}")
-            lengths.append(length)
-            return ids
-
-        scores = await rewards(encode, body.query, body.truncate)
+        scores = await rewards(encoder.texts(body.query, body.truncate, lengths=lengths))
         truncated = [float(n > encoder.limit) for n in lengths]
         extra = {"truncated": truncated, "query_tokens": [float(n) for n in lengths]}
         if hybrid is None:
@@ -205,13 +198,13 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         if keys and not key_accepted(request.scope["headers"], keys):
             return {"status": "ok"}  # a liveness probe needs no more, and has no key
         return {
-            "status": "ok", "model": model_name, "queue": batcher.pending,
+            "status": "ok", "model": model_name, "queue": (await model.status())["queue"],
             "batch_tokens": {"gather": config.max_batch_tokens, "forward": getattr(scorer, "token_budget", None)},
         }  # fmt: skip
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render() + await model.metrics(), media_type="text/plain; version=0.0.4")
 
     return app
 
@@ -284,31 +277,19 @@ class AccessLog:
 
 
 class _Metrics:
-    """Prometheus metrics in a registry of the app's own, so several apps can live in one process."""
+    """Request metrics in a registry of the app's own, so several apps can live in one process
+    (the batch metrics live beside the batcher, `synpref.serve.model.LocalModel`)."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("synpref_requests", "HTTP requests", ["path", "status"], registry=self.registry)
         self.latency = Histogram("synpref_request_seconds", "request latency", ["path"], registry=self.registry)
-        self.batch_sequences = Histogram(
-            "synpref_batch_sequences", "sequences per model batch", registry=self.registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-        )  # fmt: skip
-        self.batch_tokens = Histogram(
-            "synpref_batch_tokens", "tokens per model batch", registry=self.registry,
-            buckets=(64, 256, 1024, 4096, 16384, 65536),
-        )  # fmt: skip
-        self.queue_depth = Gauge("synpref_queue_depth", "sequences waiting to be scored", registry=self.registry)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests.labels(path, str(status)).inc()
         self.latency.labels(path).observe(seconds)
-
-    def observe_batch(self, sequences: int, tokens: int) -> None:
-        self.batch_sequences.observe(sequences)
-        self.batch_tokens.observe(tokens)
 
     def render(self) -> str:
         from prometheus_client import generate_latest

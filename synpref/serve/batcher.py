@@ -29,7 +29,8 @@ class UnscorableInput(Exception):
     """One input of a request made the model fail even when scored on its own."""
 
     def __init__(self, index: int, error: Exception):
-        super().__init__(f"input {index} could not be scored: {first_line(error)}")
+        self.reason = first_line(error)
+        super().__init__(f"input {index} could not be scored: {self.reason}")
         self.index = index
 
 

@@ -18,6 +18,16 @@ class ServeConfig(BaseModel):
         None, gt=0,
         description="tokens per forward pass, padding included (default: 16384 on a GPU, 1024 on CPU, where larger batches are slower)",
     )  # fmt: skip
+    workers: int = Field(
+        1, ge=0,
+        description="HTTP worker processes in front of one model-owner process (0: HTTP and model in one process, "
+        "where the model thread waits for the event loop's GIL)",
+    )  # fmt: skip
+    model_threads: int | None = Field(
+        None, gt=0,
+        description="CPU threads of the model (default on CPU: one per core less one per HTTP process, at least 1, "
+        "so the HTTP side never preempts the model's threads)",
+    )  # fmt: skip
     max_wait_ms: float = Field(5.0, ge=0, description="longest a request waits for others to batch with")
     max_queue: int = Field(2048, gt=0, description="sequences waiting before requests get 503")
     max_body_bytes: int = Field(8 * 2**20, gt=0, description="largest request body")

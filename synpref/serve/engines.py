@@ -38,10 +38,11 @@ from fastapi import FastAPI, HTTPException
 from pydantic import ConfigDict, Field
 
 from synpref.data.models import Message
+from synpref.serve.encoding import EncodeJob
 from synpref.serve.limits import TextRequest
 
 ENGINE_ROUTES = ("/classify", "/v1/classify", "/v1/embeddings", "/pooling", "/v1/models")
-Score = Callable[[Callable[[Any, bool], list[int]], list, bool], Awaitable[list[float]]]
+Score = Callable[[EncodeJob, list], Awaitable[list[float]]]  # (job, list to receive its token ids) -> scores
 
 
 class EngineRequest(TextRequest):
@@ -84,22 +85,18 @@ def add_engine_routes(app: FastAPI, score: Score, encoder, model_name: str) -> N
         limit = None if body.truncate_prompt_tokens in (None, -1) else body.truncate_prompt_tokens
         if limit == 0:
             raise HTTPException(422, "truncate_prompt_tokens must be -1 or positive")
-        lengths: list[int] = []
-
-        def encode(item, truncate: bool) -> list[int]:
-            if isinstance(item, str):
-                ids = encoder.text(item, truncate, limit, add_special_tokens=body.add_special_tokens)
-            elif item and isinstance(item[0], Message):
-                ids = encoder.conversation(item, truncate)
-            else:
-                ids = encoder.token_ids(item, truncate, limit)
-            lengths.append(len(ids))
-            return ids
-
-        scores = await score(encode, body.items(), body.truncate_prompt_tokens is not None)
+        items, truncate = body.items(), body.truncate_prompt_tokens is not None
+        if isinstance(items[0], str):
+            job = encoder.texts(items, truncate, limit, add_special_tokens=body.add_special_tokens)
+        elif items[0] and isinstance(items[0][0], Message):
+            job = encoder.conversations(items, truncate)
+        else:
+            job = encoder.token_ids(items, truncate, limit)
+        sequences: list[list[int]] = []
+        scores = await score(job, sequences)
         if body.activated:
             scores = [1 / (1 + math.exp(-s)) for s in scores]
-        return scores, sum(lengths)
+        return scores, sum(len(ids) for ids in sequences)
 
     def usage(tokens: int) -> dict[str, int]:
         return {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, model_validator
 
 from synpref.data.models import Message
+from synpref.serve.encoding import EncodeJob
 
 
 class TextRequest(BaseModel):
@@ -50,8 +51,9 @@ class InputTooLong(ValueError):
 class RequestEncoder:
     """Token ids for requests, formatted exactly as `RewardScorer` formats them.
 
-    Over-long inputs are refused with the item's index and length; with `truncate` they are
-    cut the way the formatter cuts them (`synpref.rm.formatting`).
+    Each method builds an `EncodeJob` (`synpref.serve.encoding`) for one request's items: the
+    texts to tokenize, then the checks on the ids. Over-long inputs are refused with their length;
+    with `truncate` they are cut the way the formatter cuts them (`synpref.rm.formatting`).
     """
 
     def __init__(self, formatter):
@@ -59,53 +61,69 @@ class RequestEncoder:
         self.tokenizer = formatter.tokenizer
         self.limit = formatter.max_length
 
-    def conversation(self, messages: Sequence[Message], truncate: bool) -> list[int]:
-        if len(messages) < 2 or messages[-1].role != "assistant":
-            raise ValueError("a conversation to score needs a history and a final assistant message")
-        if not any(m.role == "user" for m in messages[:-1]):
-            # a reward model is trained on replies to users; a reply to nothing has no meaning
-            raise ValueError("a conversation to score needs a user turn before the final assistant message")
-        text, text_pair = self.formatter.text(messages[:-1], messages[-1])
-        ids = self.tokenizer(text, text_pair)["input_ids"] if text_pair is not None else self.tokenizer(text)["input_ids"]
-        if len(ids) <= self.limit:
-            return ids
-        if not truncate:
-            raise InputTooLong(f"a conversation has {len(ids):,} tokens, over the limit of {self.limit:,} (send truncate: true to cut it)")
-        return self.formatter.encode(messages[:-1], messages[-1])
+    def conversations(self, items: Sequence[Sequence[Message]], truncate: bool) -> EncodeJob:
+        def prepare(messages: Sequence[Message]) -> tuple[str, str | None, bool]:
+            if len(messages) < 2 or messages[-1].role != "assistant":
+                raise ValueError("a conversation to score needs a history and a final assistant message")
+            if not any(m.role == "user" for m in messages[:-1]):
+                # a reward model is trained on replies to users; a reply to nothing has no meaning
+                raise ValueError("a conversation to score needs a user turn before the final assistant message")
+            return (*self.formatter.text(messages[:-1], messages[-1]), True)
 
-    def text(self, text: str, truncate: bool, limit: int | None = None, add_special_tokens: bool = True) -> list[int]:
-        """A query already in the chat format (OpenRLHF sends prompt + response as one text;
-        an encoder's prompt and response are joined by its SEP token, see `synpref.rm.formatting`)."""
-        ids, length = self.text_and_length(text, limit, add_special_tokens=add_special_tokens)
-        if len(ids) < length and not truncate:
-            raise InputTooLong(f"a query has {length:,} tokens, over the limit of {len(ids):,}")
-        return ids
+        def finish(messages: Sequence[Message], ids: list[int]) -> list[int]:
+            if len(ids) <= self.limit:
+                return ids
+            if not truncate:
+                raise InputTooLong(f"a conversation has {len(ids):,} tokens, over the limit of {self.limit:,} (send truncate: true to cut it)")
+            return self.formatter.encode(messages[:-1], messages[-1])
 
-    def text_and_length(self, text: str, limit: int | None = None, add_special_tokens: bool = True) -> tuple[list[int], int]:
-        """(ids cut to `limit` the way the formatter cuts, the length before cutting)."""
+        return EncodeJob(items, prepare, finish)
+
+    def texts(
+        self, items: Sequence[str], truncate: bool, limit: int | None = None, add_special_tokens: bool = True, lengths: list[int] | None = None
+    ) -> EncodeJob:
+        """Queries already in the chat format (OpenRLHF sends prompt + response as one text; an
+        encoder's prompt and response are joined by its SEP token, see `synpref.rm.formatting`).
+        `lengths` gets each query's length in tokens before cutting."""
         limit = min(limit or self.limit, self.limit)
         tokenizer = self.tokenizer
-        text, text_pair = self.formatter.split_text(_strip_token(text, tokenizer.pad_token))
-        if text_pair is not None:
-            full = tokenizer(text, text_pair)["input_ids"]
-            if len(full) <= limit:
-                return full, len(full)
-            return tokenizer(text, text_pair, truncation="longest_first", max_length=limit)["input_ids"], len(full)
-        ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
-        bos = tokenizer.bos_token
-        if bos and text.startswith(bos) and len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id:
-            ids = ids[1:]  # the policy's decoded text carries a BOS the tokenizer adds again
-        return ids[-limit:], len(ids)
 
-    def token_ids(self, ids: Sequence[int], truncate: bool, limit: int | None = None) -> list[int]:
+        def prepare(text: str) -> tuple[str, str | None, bool]:
+            text, text_pair = self.formatter.split_text(_strip_token(text, tokenizer.pad_token))
+            return text, text_pair, add_special_tokens if text_pair is None else True
+
+        def finish(text: str, full: list[int]) -> list[int]:
+            text, text_pair = self.formatter.split_text(_strip_token(text, tokenizer.pad_token))
+            if text_pair is not None:
+                ids = full
+                if len(full) > limit:
+                    ids = tokenizer(text, text_pair, truncation="longest_first", max_length=limit)["input_ids"]
+            else:
+                bos = tokenizer.bos_token
+                if bos and text.startswith(bos) and len(full) > 1 and full[0] == full[1] == tokenizer.bos_token_id:
+                    full = full[1:]  # the policy's decoded text carries a BOS the tokenizer adds again
+                ids = full[-limit:]
+            if len(ids) < len(full) and not truncate:
+                raise InputTooLong(f"a query has {len(full):,} tokens, over the limit of {len(ids):,}")
+            if lengths is not None:
+                lengths.append(len(full))
+            return ids
+
+        return EncodeJob(items, prepare, finish)
+
+    def token_ids(self, items: Sequence[Sequence[int]], truncate: bool, limit: int | None = None) -> EncodeJob:
         """Ids sent as such (vLLM accepts token ids as input); the end is kept when cut."""
         vocabulary = len(self.tokenizer)
-        if not ids or any(not 0 <= i < vocabulary for i in ids):
-            raise ValueError(f"token ids must be non-empty and within the vocabulary (0 to {vocabulary - 1})")
         limit = min(limit or self.limit, self.limit)
-        if len(ids) > limit and not truncate:
-            raise InputTooLong(f"an input has {len(ids):,} tokens, over the limit of {limit:,}")
-        return list(ids[-limit:])
+
+        def finish(ids: Sequence[int], _: None) -> list[int]:
+            if not ids or any(not 0 <= i < vocabulary for i in ids):
+                raise ValueError(f"token ids must be non-empty and within the vocabulary (0 to {vocabulary - 1})")
+            if len(ids) > limit and not truncate:
+                raise InputTooLong(f"an input has {len(ids):,} tokens, over the limit of {limit:,}")
+            return list(ids[-limit:])
+
+        return EncodeJob(items, lambda ids: None, finish)
 
 
 def _strip_token(text: str, token: str | None) -> str:

@@ -1,4 +1,5 @@
-"""Run the reward server with uvicorn, plus a deadline for request headers.
+"""Run the reward server with uvicorn, plus a deadline for request headers; with `workers`, as
+several HTTP worker processes in front of one model owner (`synpref.serve.model`).
 
 uvicorn drops idle keep-alive connections but waits forever for a client that sends its headers
 a byte at a time: 50 such connections were held for 30 s, each one a socket and a slot of
@@ -56,6 +57,79 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
 
 
 def run(app, *, host: str, port: int, read_timeout_s: float) -> None:
+    """Everything in this process: the event loop, the tokenizer thread and the model thread."""
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning", http=header_deadline_protocol(read_timeout_s))
+
+
+def run_workers(scorer, config, *, host: str, port: int, workers: int, model_name: str) -> None:
+    """`workers` HTTP processes share the listening socket; this process owns the model and
+    scores what they send over a Unix socket. Stops on SIGTERM or SIGINT, and when a worker dies."""
+    import multiprocessing
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    import uvicorn
+
+    from synpref.serve.model import LocalModel, ModelOwner
+
+    listening = uvicorn.Config(app=None, host=host, port=port).bind_socket()
+    model = LocalModel(scorer, config)
+    with tempfile.TemporaryDirectory(prefix="synpref-serve-") as folder:  # mode 0700: this user only
+        path = str(Path(folder) / "model.sock")
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch, no model copied
+        options = dict(sockets=[listening], owner=path, formatter=scorer.formatter, token_budget=model.token_budget,
+                       config=config, model_name=model_name)  # fmt: skip
+
+        async def own() -> None:
+            server = await ModelOwner(model, config.request_timeout_s).start(path)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signal_number, stop.set)
+            processes = [spawn.Process(target=_worker, kwargs=options, name=f"synpref-http-{i}") for i in range(workers)]
+            for process in processes:
+                process.start()
+            try:
+                while not stop.is_set() and all(p.is_alive() for p in processes):
+                    try:
+                        await asyncio.wait_for(stop.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+                if not stop.is_set():
+                    log.error("an HTTP worker died (exit code %s); stopping the server", [p.exitcode for p in processes])
+            finally:
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.join(timeout=10)
+                server.close()
+                model.close()
+
+        asyncio.run(own())
+    listening.close()
+
+
+def _worker(sockets, owner: str, formatter, token_budget: int | None, config, model_name: str) -> None:
+    """One HTTP worker process: parse, check, tokenize; the model owner scores."""
+    import logging
+
+    import uvicorn
+
+    from synpref.serve.app import create_app
+    from synpref.serve.model import RemoteModel
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if config.log_dir is not None:  # lines are appended whole, so the processes can share the file
+        handlers.append(logging.FileHandler(config.log_dir / "serve.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
+    spec = None
+    if config.reward_spec is not None:
+        from synpref.reward.spec import load_spec
+
+        spec = load_spec(config.reward_spec)
+    app = create_app(RemoteModel(owner, formatter, token_budget), config, model_name=model_name, reward_spec=spec)
+    http = header_deadline_protocol(config.read_timeout_s)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", http=http)).run(sockets=sockets)
