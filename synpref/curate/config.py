@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from synpref.annotate.config import JobConfig
 from synpref.errors import SynprefError
@@ -57,6 +57,17 @@ class Stage2Config(BaseModel):
     gold_model: Optional[str] = None  # default: trained here on every gold pair
     max_judged: Optional[int] = Field(None, ge=0)  # LLM budget: pairs past it go unjudged (no LLM support)
     scope: Literal["unlabelled", "all"] = "unlabelled"  # all: decide Stage 1's pairs too (every pool pair)
+    # With scope all, the best RM would vouch for the very labels it was trained on. Those pairs
+    # get their best-RM p from k RMs of the same recipe, each trained without a k-th of them
+    # (out-of-fold); 0 keeps the best RM's own p. Each fold is one more training run.
+    cross_fit: int = Field(5, ge=0)
+
+    @field_validator("cross_fit")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 fold leaves nothing to train on: use 0 (off) or 2 or more")
+        return value
 
 
 class JudgeGateConfig(BaseModel):

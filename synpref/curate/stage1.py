@@ -51,6 +51,16 @@ def last_state(workspace) -> dict[str, Any]:
     }
 
 
+def silver_trained_on(workspace, iteration: Path) -> dict[str, bool]:
+    """{id: flipped} of the silver an iteration's RM was trained on: the state before it."""
+    import pyarrow.parquet as pq
+
+    number = int(iteration.name.split("-")[1])
+    before = stage1_dir(workspace) / (f"iter-{number - 1}/state.parquet" if number > 1 else "seed.parquet")
+    rows = pq.read_table(before).to_pylist()
+    return {r["id"]: r["flipped"] for r in rows if r["verdict"] in SILVER_VERDICTS}
+
+
 def stage2_discarded(workspace) -> set[str]:
     """Pairs a Stage 2 run already discarded: never retrieved again."""
     import pyarrow.parquet as pq

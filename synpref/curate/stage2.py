@@ -3,6 +3,8 @@
     runs/stage2/gold-rm/         the gold RM, trained on every human-verified pair
     runs/stage2/pool/            the remaining pool pairs as Parquet shards (+ manifest)
     runs/stage2/scores/          per shard: both RMs' rewards and p
+    runs/stage2/cross-fit/       scope all: fold-K/ RMs trained without a k-th of the best RM's
+                                 silver, and out_of_fold.parquet, the best-RM p of those pairs
     runs/stage2/judgments/       per shard: the LLM verdicts of the pairs below the band
     runs/stage2/decisions.parquet  per pair: action (keep | discard | flip) and its reason
     runs/stage2/summary.json     counts, written last
@@ -22,7 +24,7 @@ from synpref.curate.config import CurateConfig
 from synpref.curate.decision import decide, needs_annotation
 from synpref.curate.jobs import JudgeJob, ScoreJob
 from synpref.curate.shards import run_shards, write_shards, write_table_atomic
-from synpref.curate.training import gold_file, train_reward_model
+from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
 from synpref.errors import SynprefError
 
 
@@ -44,6 +46,8 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
     ran = run_shards(score, shards, run / "scores", executor=config.executor, workers=config.ray_workers)
     log(f"stage2: scored {ran} shards ({len(shards) - ran} already done)")
     scores = _read_outputs(run / "scores", shards)
+    if config.stage2.scope == "all" and config.stage2.best_model is None and config.stage2.cross_fit:
+        _apply_out_of_fold(scores, _out_of_fold(workspace, config, run, best_model, log))
     judgments = _judge(workspace, config, run, shards, scores)
     return _write_decisions(run, config, scores, judgments, started, ran)
 
@@ -61,6 +65,52 @@ def _best_model_from_stage1(workspace) -> str:
     if not iterations:
         raise SynprefError("stage2: no finished Stage 1 iteration; run `synpref curate stage1` or set stage2.best_model")
     return str(iterations[-1] / "model")
+
+
+def fold_of(pair_id: str, folds: int) -> int:
+    """A pair's cross-fitting fold: fixed by its id, so a rerun trains the same folds."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(pair_id.encode(), digest_size=8).digest(), "big") % folds
+
+
+def _out_of_fold(workspace, config: CurateConfig, run: Path, best_model: str, log) -> dict[str, float]:
+    """The best-RM p of each pair the best RM trained on, from an RM of the same recipe trained
+    without that pair (k folds): a noisy label the best RM memorised cannot vouch for itself."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synpref.curate.stage1 import silver_trained_on
+    from synpref.retrieval.adaptive import preference_probability
+
+    path = run / "cross-fit" / "out_of_fold.parquet"
+    if path.is_file():
+        table = pq.read_table(path)
+        return dict(zip(table.column("id").to_pylist(), table.column("best_p").to_pylist()))
+    silver = silver_trained_on(workspace, Path(best_model).parent)
+    pairs = {p.id: p for split, p in workspace.iter_pairs() if split in ("pool", "silver") and p.id in silver}
+    folds = config.stage2.cross_fit
+    log(f"stage2: cross-fitting the best RM's {len(pairs):,} training pairs in {folds} folds")
+    gold = str(gold_file(workspace))
+    found: dict[str, float] = {}
+    for fold in range(folds):
+        held = [p for i, p in pairs.items() if fold_of(i, folds) == fold]
+        rest = [p.swapped() if silver[i] else p for i, p in pairs.items() if fold_of(i, folds) != fold]
+        directory = run / "cross-fit" / f"fold-{fold}"
+        directory.mkdir(parents=True, exist_ok=True)
+        write_pairs(directory / "silver.jsonl", rest)
+        train_reward_model(config, str(directory / "silver.jsonl"), directory / "model", gold=gold, workspace_root=workspace.root)
+        if held:
+            chosen, rejected = load_scorer(str(directory / "model"), config, workspace.root).score_pairs(held)
+            found.update({p.id: preference_probability(c, r) for p, c, r in zip(held, chosen, rejected)})
+    write_table_atomic(pq, pa.table({"id": pa.array(list(found), pa.string()), "best_p": pa.array(list(found.values()), pa.float64())}), path)
+    return found
+
+
+def _apply_out_of_fold(scores: list[dict[str, Any]], out_of_fold: dict[str, float]) -> None:
+    for row in scores:
+        row["best_p_out_of_fold"] = row["id"] in out_of_fold
+        row["best_p"] = out_of_fold.get(row["id"], row["best_p"])
 
 
 def _read_outputs(directory: Path, shards: list[Path]) -> list[dict[str, Any]]:
@@ -101,13 +151,15 @@ def _write_decisions(run: Path, config: CurateConfig, scores, judgments, started
         rows.append({
             "id": score["id"], "action": decision.action, "reason": decision.reason,
             "annotated": judged is not None, "best_p": score["best_p"], "gold_p": score["gold_p"],
+            "best_p_out_of_fold": score.get("best_p_out_of_fold", False),
             "llm_verdict": verdict, "llm_agreement": judged["llm_agreement"] if judged else None,
         })
     schema = pa.schema([("id", pa.string()), ("action", pa.string()), ("reason", pa.string()), ("annotated", pa.bool_()),
-                        ("best_p", pa.float64()), ("gold_p", pa.float64()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64())])
+                        ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64())])
     write_table_atomic(pq, pa.Table.from_pylist(rows, schema=schema), run / "decisions.parquet")
     counts = {action: sum(r["action"] == action for r in rows) for action in ("keep", "discard", "flip")}
     summary = {"pairs": len(rows), **counts, "annotated": sum(r["annotated"] for r in rows),
+               "best_p_out_of_fold": sum(r["best_p_out_of_fold"] for r in rows),
                "rule": stage2.rule, "margin": stage2.margin, "flip_option": stage2.flip,
                "shards_scored_now": ran, "seconds": round(time.perf_counter() - started, 1)}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
