@@ -624,11 +624,12 @@ def demo(
     pool: Annotated[Optional[Path], typer.Option(help="real pool (any ingest format) instead of the generated one")] = None,
     gold: Annotated[Optional[Path], typer.Option(help="real human-labelled gold set (shared-data JSONL schema)")] = None,
     bench_dir: Annotated[Optional[Path], typer.Option(help="DIR/<benchmark>/ files to evaluate the final model on")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the generated data (which pairs, which labels flipped)")] = 0,
 ) -> None:
     """Run the whole loop offline: prepare, attributes, Stage 1, Stage 2, train, evaluate, report."""
     from synpref.demo.run import DemoOptions, check_options, run_demo
 
-    options = DemoOptions(workspace=workspace, tiny=tiny, pool=pool, gold=gold, bench_dir=bench_dir)
+    options = DemoOptions(workspace=workspace, tiny=tiny, pool=pool, gold=gold, bench_dir=bench_dir, seed=seed)
     check_options(options)
     try:
         report = run_demo(options, log=lambda line: console.print(line, highlight=False, markup=False))
