@@ -93,11 +93,23 @@ class ModelOwner:
         self.model = model
         self.request_timeout_s = request_timeout_s
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, path: str) -> asyncio.AbstractServer:
-        return await asyncio.start_unix_server(self._connection, path)
+    async def start(self, path: str) -> None:
+        self._server = await asyncio.start_unix_server(self._connection, path)
+
+    async def close(self) -> None:
+        """Stop listening and hang up on the workers (they are gone by now)."""
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.sleep(0)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 message = await _receive(reader)
@@ -106,6 +118,8 @@ class ModelOwner:
                 task.add_done_callback(self._tasks.discard)
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+        finally:
+            self._writers.discard(writer)
 
     async def _answer(self, message: tuple, writer: asyncio.StreamWriter) -> None:
         ident, call, argument = message

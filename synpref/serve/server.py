@@ -84,7 +84,8 @@ def run_workers(scorer, config, *, host: str, port: int, workers: int, model_nam
                        config=config, model_name=model_name)  # fmt: skip
 
         async def own() -> None:
-            server = await ModelOwner(model, config.request_timeout_s).start(path)
+            owner = ModelOwner(model, config.request_timeout_s)
+            await owner.start(path)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -101,11 +102,16 @@ def run_workers(scorer, config, *, host: str, port: int, workers: int, model_nam
                 if not stop.is_set():
                     log.error("an HTTP worker died (exit code %s); stopping the server", [p.exitcode for p in processes])
             finally:
+                # The workers finish the requests they hold, which needs this loop to answer them.
                 for process in processes:
                     process.terminate()
+                deadline = loop.time() + config.request_timeout_s
+                while any(p.is_alive() for p in processes) and loop.time() < deadline:
+                    await asyncio.sleep(0.1)
                 for process in processes:
-                    process.join(timeout=10)
-                server.close()
+                    process.kill()
+                    process.join()
+                await owner.close()
                 model.close()
 
         asyncio.run(own())

@@ -102,7 +102,8 @@ def test_the_model_owner_answers_as_the_local_batcher_does(tmp_path):
 
     async def scenario():
         local = LocalModel(FailsOn13(), ServeConfig(max_queue=5, max_wait_ms=50))
-        server = await ModelOwner(local, request_timeout_s=10).start(str(tmp_path / "model.sock"))
+        owner = ModelOwner(local, request_timeout_s=10)
+        await owner.start(str(tmp_path / "model.sock"))
         remote = RemoteModel(str(tmp_path / "model.sock"), None, 8)
         good = remote.score([[1, 2], [3, 4, 5]])
         bad = remote.score([[1], [2, 13, 2]])
@@ -111,7 +112,7 @@ def test_the_model_owner_answers_as_the_local_batcher_does(tmp_path):
             await remote.score([[1]] * 6)
         status, metrics = await remote.status(), await remote.metrics()
         remote.close()
-        server.close()
+        await owner.close()
         local.close()
         return results, status, metrics
 
