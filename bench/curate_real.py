@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synpref.curate.config import CurateConfig  # noqa: E402
 from synpref.data.ingest import IngestOptions, ingest  # noqa: E402
-from synpref.workspace import Workspace  # noqa: E402
+from synpref.data.workspace import Workspace  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from synpref.curate.config import CurateConfig  # noqa: E402
 from synpref.curate.synthetic import flip_labels, objective_records  # noqa: E402
 from synpref.data.ingest import IngestOptions, ingest  # noqa: E402
-from synpref.workspace import Workspace  # noqa: E402
+from synpref.data.workspace import Workspace  # noqa: E402
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

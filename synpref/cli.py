@@ -37,7 +37,7 @@ def init(
     name: Annotated[Optional[str], typer.Option(help="project name (default: directory name)")] = None,
 ) -> None:
     """Create a workspace with a default, validated synpref.yaml."""
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     workspace = Workspace.init(directory, name)
     console.print(f"workspace {workspace.config.name!r} created in {directory}")
@@ -59,7 +59,7 @@ def ingest(
     """Read preference data into the workspace: validate, quarantine, deduplicate, decontaminate."""
     from synpref.data.ingest import IngestOptions
     from synpref.data.ingest import ingest as run_ingest
-    from synpref.workspace import Workspace, apply_overrides
+    from synpref.data.workspace import Workspace, apply_overrides
 
     ws = Workspace(workspace)
     config = apply_overrides(ws.config, set or []).prepare
@@ -121,7 +121,7 @@ def stats(
 ) -> None:
     """Counts by source, split, user turns and length."""
     from synpref.data.stats import workspace_stats
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     result = workspace_stats(Workspace(directory))
     if as_json:
@@ -153,7 +153,7 @@ def export(
 ) -> None:
     """Write the workspace's pairs for trainers and other tools."""
     from synpref.data.export import export as run_export
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     path, count = run_export(Workspace(directory), format, output, split)
     console.print(f"wrote {count:,} pairs to {path}")
@@ -166,7 +166,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Write a small synthetic preference dataset (arithmetic and open questions, with noise)."""
-    from synpref.data.synthetic import write_sample
+    from synpref.data.sample import write_sample
 
     written = write_sample(output, pairs=pairs, seed=seed)
     console.print(f"wrote {written:,} records to {output}")
@@ -234,7 +234,7 @@ def _annotate(task: str, workspace: Path, judges: Path, limit: Optional[int], sp
 
     from synpref.annotate.config import load_job_config
     from synpref.annotate.runner import run_job
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     ws, config = Workspace(workspace), load_job_config(judges)
     try:
@@ -281,7 +281,7 @@ def judges_agreement(
 ) -> None:
     """Each judge's agreement with human gold labels and with the others, and its position bias."""
     from synpref.annotate.agreement import agreement_report
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     report = agreement_report(Workspace(workspace))
     if as_json:
@@ -389,7 +389,7 @@ def label_add_user(
     """Create a user of the annotation app."""
     from synpref.label.db import default_url, open_database
     from synpref.label.users import add_user
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     ws = Workspace(workspace)
     add_user(open_database(db or default_url(ws.root)), name, password, role)
@@ -405,7 +405,7 @@ def label_export(
     """Write the gold set (JSONL, original orientation) and add decided pairs to the workspace."""
     from synpref.label.db import default_url, open_database
     from synpref.label.export import export_gold
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     ws = Workspace(workspace)
     with open_database(db or default_url(ws.root))() as session:
@@ -542,7 +542,7 @@ ExecutorOption = Annotated[Optional[str], typer.Option(help="local (default) or 
 
 def _curate_config(workspace: Path, config: Optional[Path], overrides: Optional[list[str]], executor: Optional[str]):
     from synpref.curate.config import load_curate_config
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     extra = [f"executor={executor}"] if executor else []
     return Workspace(workspace), load_curate_config(workspace, config, list(overrides or []) + extra)
@@ -597,7 +597,7 @@ def curate_ablation(
 def curate_report(workspace: WorkspaceArg, output: Annotated[Optional[Path], typer.Option(help="folder (default: WORKSPACE/runs/curate-report)")] = None) -> None:
     """Markdown/HTML report with PNG plots: gold accuracy per iteration, kept/discarded/flipped, judge agreement."""
     from synpref.curate.report import write_report
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     console.print(f"report written to {write_report(Workspace(workspace), output)}")
 
@@ -610,7 +610,7 @@ def curate_export(
 ) -> None:
     """The curated set, the flipped set and their union, with provenance columns (origin, reason)."""
     from synpref.curate.export import export_curated
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     ws = Workspace(workspace)
     for name, (path, count) in export_curated(ws, format, output or ws.root / "exports" / "curated").items():

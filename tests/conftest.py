@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -129,7 +129,7 @@ def _load_all() -> None:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL, JSON or Parquet file (gzip or not), through the ingest readers."""
-    from synpref.data.prepare import parse_record
+    from synpref.data.stage0 import parse_record
     from synpref.data.sources import open_source
     from synpref.errors import RecordError
 

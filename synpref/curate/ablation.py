@@ -37,7 +37,7 @@ from typing import Any
 from synpref.curate.config import CurateConfig
 from synpref.data.models import PreferencePair
 from synpref.errors import SynprefError
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 
 CONDITIONS = ("raw", "kept", "kept+flipped", "gold", "random")
 # Paired differences reported: (better?, than), each on the same held-out pairs.

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synpref.annotate.config import JobConfig
 from synpref.errors import SynprefError
-from synpref.workspace import set_dotted
+from synpref.data.workspace import set_dotted
 
 CONFIG_FILE = "curate.yaml"
 

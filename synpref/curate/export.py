@@ -58,7 +58,7 @@ def export_curated(workspace, fmt: str, output_dir: Path) -> dict[str, tuple[Pat
     import pyarrow as pa
 
     from synpref.data.export import FORMATS, _to_trl, _write_dataset, _write_jsonl, _write_parquet
-    from synpref.data.prepare import pairs_to_batch
+    from synpref.data.stage0 import pairs_to_batch
 
     if fmt not in FORMATS:
         raise SynprefError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -35,7 +35,7 @@ def judge_pairs(workspace_root: Path, pairs: list[PreferencePair], gold: list[Pr
 
 def _selection_workspace(workspace_root: Path, pairs: list[PreferencePair], gold: list[PreferencePair], directory: Path):
     from synpref.data.ingest import IngestOptions, ingest
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     directory.mkdir(parents=True, exist_ok=True)
     # The main workspace's config, so its Stage 0 limits accept the pairs it already holds.

@@ -25,7 +25,7 @@ def write_shards(pairs: list[tuple[str, Any]], directory: Path, shard_size: int)
     """Cut (split, PreferencePair) rows into shards of the pair schema, once: a finished manifest wins."""
     import pyarrow.parquet as pq
 
-    from synpref.data.prepare import pairs_to_batch
+    from synpref.data.stage0 import pairs_to_batch
 
     directory.mkdir(parents=True, exist_ok=True)
     manifest = directory / MANIFEST

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synpref.errors import SynprefError
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 
 FORMATS = ("trl", "jsonl", "parquet", "hf-dataset")
 

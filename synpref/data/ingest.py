@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from synpref.data.prepare import (
+from synpref.data.stage0 import (
     PAIR_SCHEMA,
     ChunkResult,
     ChunkTask,
@@ -38,7 +38,7 @@ from synpref.data.prepare import (
 from synpref.data.readers import READERS, detect_format
 from synpref.data.sources import Source, open_source, sample_records
 from synpref.errors import SynprefError
-from synpref.workspace import Workspace, write_json_atomic
+from synpref.data.workspace import Workspace, write_json_atomic
 
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk of long lines is sent on before it has CHUNK_ITEMS
@@ -92,7 +92,7 @@ def load_benchmark_prompts(specs: list[str], bench_dir: Path | None = None) -> d
     benchmark, read from its native files in `bench_dir/<name>/`.
     """
     from synpref.bench import benchmark_names, get_benchmark
-    from synpref.data.prepare import parse_record
+    from synpref.data.stage0 import parse_record
     from synpref.errors import RecordError
 
     prompts: dict[str, list[str]] = {}

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 
 # Upper bounds (characters of history + chosen + rejected) of the length buckets.
 LENGTH_BUCKETS = [(1_000, "<1k"), (4_000, "1k-4k"), (16_000, "4k-16k"), (64_000, "16k-64k")]

@@ -91,7 +91,7 @@ class DemoState:
 
 def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> Path:
     """Run (or resume) every step; returns the path of report.html."""
-    from synpref.workspace import CONFIG_FILE, Workspace
+    from synpref.data.workspace import CONFIG_FILE, Workspace
 
     if not (options.workspace / CONFIG_FILE).exists():
         Workspace.init(options.workspace, name="synpref-demo")

@@ -81,7 +81,7 @@ class CurrentUser:
 
 
 def create_app(workspace_root: str | Path, db_url: str | None = None, https_only: bool = False) -> FastAPI:
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
 
     workspace = Workspace(workspace_root)
     sessions = open_database(db_url or default_url(workspace.root))

@@ -9,7 +9,7 @@ Back in the workspace (DESIGN.md: gold pairs have the human-preferred response a
 see synpref/annotate/agreement.py): a "chosen" pair joins `gold` as it is, a "rejected" pair
 joins `gold` with its responses swapped (a new pair id; `meta.label.original_id` points back),
 an undecidable one joins `discarded`, and a disputed one waits. A pair keeping its id leaves
-its old split: the workspace shows the latest copy of each id (synpref/workspace.py).
+its old split: the workspace shows the latest copy of each id (synpref/data/workspace.py).
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def add_to_workspace(workspace, records: list[dict[str, Any]], stamp: str) -> in
     import pyarrow.parquet as pq
 
     from synpref.data.ingest import IngestRun, SourceCounts
-    from synpref.data.prepare import PAIR_SCHEMA
-    from synpref.workspace import write_json_atomic
+    from synpref.data.stage0 import PAIR_SCHEMA
+    from synpref.data.workspace import write_json_atomic
 
     present = workspace.pair_table(columns=["id", "split"]).to_pylist()
     present = {(row["split"], row["id"]) for row in present}

@@ -19,7 +19,7 @@ def load_pairs(spec: str | Path, split: str | None = None) -> list[PreferencePai
     """Pairs from a workspace directory (optionally one split) or a file in any known format."""
     path = Path(spec)
     if path.is_dir() and (path / "synpref.yaml").is_file():
-        from synpref.workspace import Workspace
+        from synpref.data.workspace import Workspace
 
         return [pair for _, pair in Workspace(path).iter_pairs(split)]
     return _read_file(str(spec))

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import record, write_jsonl
 
 POOL = [

@@ -223,7 +223,7 @@ def test_identical_texts_are_scored_once_per_run(tmp_path):
 
 def test_ingest_decontaminates_against_registered_benchmarks(tmp_path):
     from synpref.data.ingest import IngestOptions, ingest
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
     from tests.conftest import record, write_jsonl
 
     bench_dir = fixtures.write_all(tmp_path / "benchmarks")

@@ -14,7 +14,7 @@ import pytest
 
 from synpref.curate.synthetic import flip_labels, objective_records
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import write_jsonl
 
 POOL_PAIRS, GOLD_PAIRS = 40, 12

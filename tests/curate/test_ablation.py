@@ -89,7 +89,7 @@ def test_per_source_counts_are_means_over_folds():
 def test_ablation_end_to_end_finds_the_flipped_labels_and_resumes(tmp_path):
     """40 pool pairs with a third of the labels flipped on a separable task: curation must pay."""
     from synpref.data.ingest import IngestOptions, ingest
-    from synpref.workspace import Workspace
+    from synpref.data.workspace import Workspace
     from tests.conftest import write_jsonl
     from tests.rm.test_head import advice_pairs
 

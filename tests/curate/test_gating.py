@@ -77,7 +77,7 @@ def test_a_judge_at_chance_gets_weight_0_and_changes_nothing_a_good_one_does(tmp
     copies = {}
     for name in ("none", "coin", "sharp"):
         shutil.copytree(base.root, tmp_path / name)
-        from synpref.workspace import Workspace
+        from synpref.data.workspace import Workspace
 
         copies[name] = Workspace(tmp_path / name)
     with FaultInjector(answer=_scripted_answer) as server:

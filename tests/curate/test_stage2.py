@@ -19,7 +19,7 @@ from synpref.curate.decision import decide
 from synpref.curate.export import export_curated
 from synpref.curate.report import write_report
 from synpref.curate.stage2 import run_stage2
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.annotate.fault_injector import FaultInjector
 from tests.curate.conftest import POOL_PAIRS, oracle_answer, oracle_judges
 

@@ -15,9 +15,9 @@ import pytest
 
 import synpref.data.ingest as ingest_module
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.data.synthetic import make_records
+from synpref.data.sample import make_records
 from synpref.errors import SynprefError
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import record, write_jsonl
 from tests.data.test_bad_input import GOOD_1, GOOD_2, read_quarantine
 

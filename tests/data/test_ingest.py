@@ -10,8 +10,8 @@ import synpref.data.ingest as ingest_module
 from synpref.data.export import FORMATS, export
 from synpref.data.ingest import IngestOptions, ingest
 from synpref.data.stats import workspace_stats
-from synpref.data.synthetic import make_records
-from synpref.workspace import Workspace
+from synpref.data.sample import make_records
+from synpref.data.workspace import Workspace
 from tests.conftest import assistant, record, user, write_jsonl
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from synpref.data.ingest import IngestOptions, ingest
 from synpref.errors import SynprefError
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import write_jsonl
 from tests.data.test_bad_input import read_quarantine
 

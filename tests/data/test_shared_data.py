@@ -6,7 +6,7 @@ import pytest
 
 from synpref.data.export import export
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "pool.jsonl.gz").exists(), reason="no ../shared/data")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.workspace import Workspace
+from synpref.data.workspace import Workspace
 from tests.conftest import live_server  # noqa: F401  (used by the label tests)
 
 ADMIN = ("boss", "admin-password")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synpref.data.prepare import PrepareConfig
+from synpref.data.stage0 import PrepareConfig
 from synpref.errors import SynprefError
 
 CONFIG_FILE = "synpref.yaml"
@@ -96,7 +96,7 @@ class Workspace:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from synpref.data.prepare import PAIR_SCHEMA
+        from synpref.data.stage0 import PAIR_SCHEMA
 
         shards = self.shards()
         tables = [pq.read_table(path, columns=columns) for path in shards]
