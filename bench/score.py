@@ -4,8 +4,11 @@ Both score the same token ids (conversation + chosen of N pool pairs, formatted 
 formatter, at most --max-length tokens each) with SmolLM2-135M:
 
     baseline   fixed batches of 8 in input order, padded to the longest, fp32, no_grad
-    synpref    RewardScorer: length-sorted token-budget batches, in --dtype (default bf16)
+    synpref    RewardScorer: length-sorted token-budget passes, packed without padding, in --dtype
+               (default bf16)
     synpref    the same in fp32 (with --fp32-too): how much is batching, how much bf16
+    synpref    the same padded to the longest of each batch (with --compare-padded): what
+               packing adds, side by side
 
 Reported: real (non-pad) tokens/s of each and the ratio, by wall clock and by this process's
 CPU time (the machine is shared: CPU time is less disturbed by other people's jobs, wall
@@ -14,6 +17,7 @@ clock is what a user waits); achieved GFLOP/s as
 this run; and how far the scores of each synpref run are from the fp32 baseline.
 
     python bench/score.py [--pairs 1000] [--max-length 4096] [--dtype bf16] [--fp32-too]
+                          [--compare-padded] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--fp32-too", action="store_true", help="also time RewardScorer in fp32")
+    parser.add_argument("--compare-padded", action="store_true", help="also time RewardScorer with packing off")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain loop (the slowest part)")
     parser.add_argument("--model", default="smollm2-135m")
     args = parser.parse_args()
 
@@ -57,28 +63,37 @@ def main() -> None:
     print(f"matrix-multiply peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s", flush=True)
 
     runs = {}
-    cpu_started = time.process_time()
-    baseline_scores, seconds, computed = plain_loop(model, tokenizer.pad_token_id, encoded)
-    runs["baseline fp32 batch-8"] = (seconds, time.process_time() - cpu_started, baseline_scores)
-    report("baseline fp32 batch-8", seconds, real_tokens, computed, parameters, peaks["fp32"])
+    baseline_label = "baseline fp32 batch-8"
+    if not args.no_baseline:
+        cpu_started = time.process_time()
+        baseline_scores, seconds, computed = plain_loop(model, tokenizer.pad_token_id, encoded)
+        runs[baseline_label] = (seconds, time.process_time() - cpu_started, baseline_scores)
+        report(baseline_label, seconds, real_tokens, computed, parameters, peaks["fp32"])
     # fp32 first: converting the weights to bf16 and back would round them.
     variants = (["fp32"] if args.fp32_too and args.dtype != "fp32" else []) + [args.dtype]
+    reference = None
     for name in variants:
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
-        run_scorer = RewardScorer(model.to(dtype), tokenizer, max_length=args.max_length, token_budget=args.token_budget)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        scores = run_scorer.score_ids(encoded)
-        seconds = time.perf_counter() - started
-        label = f"RewardScorer {name}"
-        runs[label] = (seconds, time.process_time() - cpu_started, scores)
-        report(label, seconds, real_tokens, padded_tokens(encoded, args.token_budget), parameters, peaks[name])
-        differences = [abs(a - b) for a, b in zip(scores, baseline_scores)]
-        print(f"  scores vs the fp32 baseline: max |difference| {max(differences):.2e}, mean {sum(differences) / len(differences):.2e}")
-    baseline_seconds, baseline_cpu, _ = runs["baseline fp32 batch-8"]
+        for packing in [False, True] if args.compare_padded else [True]:
+            run_scorer = RewardScorer(model.to(dtype), tokenizer, max_length=args.max_length,
+                                      token_budget=args.token_budget, packing=packing)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            scores = run_scorer.score_ids(encoded)
+            seconds = time.perf_counter() - started
+            label = f"RewardScorer {name}" + ("" if packing else " padded")
+            runs[label] = (seconds, time.process_time() - cpu_started, scores)
+            computed = padded_tokens(encoded, args.token_budget, packing=packing)
+            report(label, seconds, real_tokens, computed, parameters, peaks[name])
+            reference_label, reference_scores = (baseline_label, runs[baseline_label][2]) if not args.no_baseline else reference or (label, scores)
+            reference = reference or (label, scores)
+            differences = [abs(a - b) for a, b in zip(scores, reference_scores)]
+            print(f"  scores vs {reference_label}: max |difference| {max(differences):.2e}, mean {sum(differences) / len(differences):.2e}")
     for label, (seconds, cpu_seconds, _) in runs.items():
-        if label != "baseline fp32 batch-8":
-            print(f"RATIO {label} vs baseline fp32 batch-8: {baseline_seconds / seconds:.2f}x tokens/s by wall clock, "
-                  f"{baseline_cpu / cpu_seconds:.2f}x by CPU time (target >= 3x)")
+        for other in [baseline_label, label + " padded"]:
+            if other in runs and other != label:
+                other_seconds, other_cpu, _ = runs[other]
+                print(f"RATIO {label} vs {other}: {other_seconds / seconds:.2f}x tokens/s by wall clock, "
+                      f"{other_cpu / cpu_seconds:.2f}x by CPU time")
 
 
 def sample_pairs(count: int) -> list[dict]:
@@ -113,11 +128,19 @@ def plain_loop(model, pad_token_id: int, encoded: list[list[int]]) -> tuple[list
     return scores, time.perf_counter() - started, computed
 
 
-def padded_tokens(encoded: list[list[int]], token_budget: int) -> int:
+def padded_tokens(encoded: list[list[int]], token_budget: int, *, packing: bool) -> int:
+    """Tokens computed, padding included: rows x width of every forward pass."""
+    from synpref.rm.packing import place, plan_passes
     from synpref.rm.scorer import token_budget_batches
 
     lengths = [len(ids) for ids in encoded]
-    return sum(len(batch) * lengths[batch[0]] for batch in token_budget_batches(lengths, token_budget))
+    if not packing:
+        return sum(len(batch) * lengths[batch[0]] for batch in token_budget_batches(lengths, token_budget))
+    total = 0
+    for batch in plan_passes(lengths, token_budget):
+        width = lengths[batch[0]]
+        total += place([lengths[i] for i in batch], width)[1] * width
+    return total
 
 
 def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:

@@ -38,7 +38,8 @@ def best_device() -> str:
 class RewardScorer:
     """Scores conversations (a history plus a final assistant message) with a reward model.
 
-    `dtype` converts the model (e.g. torch.bfloat16, much faster on CPUs with bf16 matrix
+    `packing` (default) lays sequences back to back without padding where the model's head is
+    known (`synpref.rm.packing`); scores equal the padded ones. `dtype` converts the model (e.g. torch.bfloat16, much faster on CPUs with bf16 matrix
     units); None keeps it as loaded. The model stays on its device (`from_pretrained` puts it on
     a GPU when there is one). `token_budget` None picks by that device (`default_token_budget`).
     """
@@ -52,6 +53,7 @@ class RewardScorer:
         token_budget: int | None = None,
         dtype: Any = None,
         show_progress: bool | None = None,
+        packing: bool = True,
     ):
         if dtype is not None:
             model = model.to(dtype)
@@ -62,6 +64,10 @@ class RewardScorer:
         device_type = next(model.parameters()).device.type
         self.token_budget = token_budget or default_token_budget(device_type)
         self.show_progress = show_progress
+        from synpref.rm.packing import reward_reading
+
+        # Where packing reads the reward; None: padded batches (packing off, or a head not known).
+        self.reading = reward_reading(model) if packing else None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | None = None, **kwargs: Any) -> RewardScorer:
@@ -89,30 +95,60 @@ class RewardScorer:
         return self.score_ids(encoded)
 
     def score_pairs(self, pairs: Sequence[PreferencePair]) -> tuple[list[float], list[float]]:
-        """(chosen rewards, rejected rewards) of preference pairs, in one scoring pass."""
-        encoded = [self.formatter.encode(p.conversation, p.chosen) for p in pairs]
-        encoded += [self.formatter.encode(p.conversation, p.rejected) for p in pairs]
-        rewards = self.score_ids(encoded)
+        """(chosen rewards, rejected rewards) of preference pairs, in one scoring pass.
+
+        Packed on a decoder, each pair is one tree: the prompt both share is computed once.
+        """
+        from synpref.rm.packing import Item, pair_item
+
+        encoded = [(self.formatter.encode(p.conversation, p.chosen), self.formatter.encode(p.conversation, p.rejected))
+                   for p in pairs]
+        if self.reading == "last":
+            rewards = self._score_items([pair_item(chosen, rejected) for chosen, rejected in encoded])
+            return rewards[0::2], rewards[1::2]
+        rewards = self._score_items([Item(ids) for pair in zip(*encoded) for ids in pair] if encoded else [])
         return rewards[: len(pairs)], rewards[len(pairs) :]
 
     def score_ids(self, encoded: Sequence[list[int]]) -> list[float]:
+        """One reward per token-id sequence, in input order."""
+        from synpref.rm.packing import Item
+
+        return self._score_items([Item(ids) for ids in encoded])
+
+    def _score_items(self, items) -> list[float]:
+        """Rewards of packing items (a pair gives chosen then rejected), in input order.
+
+        Results stay on the device until the end: one synchronisation per call, so a GPU is
+        never left waiting for the host between forward passes.
+        """
         import torch
         from tqdm.auto import tqdm
 
-        scores = [0.0] * len(encoded)
-        show = self.show_progress if self.show_progress is not None else len(encoded) >= PROGRESS_FROM
+        from synpref.rm.packing import pack, packed_rewards, plan_passes
+
+        show = self.show_progress if self.show_progress is not None else len(items) >= PROGRESS_FROM
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
-        with torch.inference_mode(), tqdm(total=len(encoded), desc="scoring", disable=not show) as bar:
-            for batch in token_budget_batches([len(ids) for ids in encoded], self.token_budget):
-                inputs = model_inputs([encoded[i] for i in batch], self.pad_token_id, self.segment_separator)
-                logits = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits
-                for index, value in zip(batch, logits[:, 0].float().tolist()):
-                    scores[index] = value
+        readouts = torch.tensor([0] + [item.readouts for item in items]).cumsum(0)
+        scores = torch.zeros(int(readouts[-1]), device=device)
+        lengths = [len(item) for item in items]
+        passes = plan_passes(lengths, self.token_budget) if self.reading else token_budget_batches(lengths, self.token_budget)
+        with torch.inference_mode(), tqdm(total=len(items), desc="scoring", disable=not show) as bar:
+            for batch in passes:
+                if self.reading:
+                    packed = pack([items[i] for i in batch], reading=self.reading, pad_token_id=self.pad_token_id,
+                                  separator=self.segment_separator).to(device)
+                    rewards = packed_rewards(self.model, packed, self.reading)
+                    slots = torch.cat([torch.arange(readouts[i], readouts[i + 1]) for i in batch])
+                else:
+                    inputs = model_inputs([items[i].prefix for i in batch], self.pad_token_id, self.segment_separator)
+                    rewards = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits[:, 0].float()
+                    slots = torch.tensor(batch)
+                scores[slots.to(device)] = rewards
                 bar.update(len(batch))
         self.model.train(was_training)
-        return scores
+        return scores.tolist()
 
 
 def token_budget_batches(lengths: Sequence[int], token_budget: int) -> Iterator[list[int]]:
@@ -136,12 +172,11 @@ def pad_batch(sequences: Sequence[list[int]], pad_token_id: int):
     """(input_ids, attention_mask), padded on the right to the longest sequence."""
     import torch
 
-    longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        attention_mask[row, : len(sequence)] = 1
+    lengths = torch.tensor([len(s) for s in sequences])
+    attention_mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()
+    input_ids = torch.full(attention_mask.shape, pad_token_id, dtype=torch.long)
+    # Boolean indexing fills row by row, left to right: the flattened sequences in order.
+    input_ids[attention_mask.bool()] = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
     return input_ids, attention_mask
 
 

@@ -100,7 +100,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         optimizer,
         lambda step: lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, schedule=config.lr_schedule),
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    from synpref.rm.packing import RewardForward, reward_reading
+
+    # The readout is part of the prepared module, so DDP and autocast see the whole forward pass.
+    reading = reward_reading(model) if config.packing != "off" else None
+    model, optimizer = accelerator.prepare(RewardForward(model, reading), optimizer)
     # Not prepared: accelerate would step a prepared scheduler once per process.
     accelerator.register_for_checkpointing(scheduler)
     state = _resume(accelerator, output) if config.resume else TrainState()
@@ -138,6 +142,36 @@ def train_head_only(config: TrainConfig) -> dict[str, Any]:
     spec = FeatureSpec(config.model, config.max_length)
     return fit_head_model(load_pairs(config.data, config.split), output, spec, feature_cache_root(config),
                           gold=_load_gold(config.gold), l2=config.l2)
+
+
+def pair_rewards(model, pairs, *, packing: str, pad_token_id: int, separator: int | None, device):
+    """(chosen, rejected) rewards of (chosen ids, rejected ids) pairs through a `RewardForward`.
+
+    `packing` as in `TrainConfig`; a model whose head packing does not know is run padded. With
+    "pairs", a pair becomes one tree (its prompt computed once) where the tree fits in the
+    batch's longest sequence: dense-mask attention costs width x width per row, so wider rows
+    would spend on attention what the shared prompt saves (measured in bench/RESULTS.md).
+    """
+    from synpref.rm.packing import Item, pack, pair_item
+    from synpref.rm.scorer import model_inputs
+
+    reading = getattr(model, "module", model).reading  # DDP wraps the module
+    if reading is None or packing == "off":
+        inputs = model_inputs([c for c, _ in pairs] + [r for _, r in pairs], pad_token_id, separator)
+        rewards = model({k: v.to(device) for k, v in inputs.items()})
+        return rewards[: len(pairs)], rewards[len(pairs) :]
+    import torch
+
+    width = max(len(ids) for pair in pairs for ids in pair)
+    trees = {}
+    if packing == "pairs" and reading == "last":
+        trees = {i: tree for i, tree in enumerate(pair_item(c, r) for c, r in pairs) if len(tree) <= width}
+    items = list(trees.values()) + [Item(ids) for i, pair in enumerate(pairs) if i not in trees for ids in pair]
+    # Where each readout belongs in [chosen..., rejected...]: trees first, then the unshared pairs.
+    slots = [slot for i in [*trees, *(i for i in range(len(pairs)) if i not in trees)] for slot in (i, len(pairs) + i)]
+    packed = pack(items, reading=reading, pad_token_id=pad_token_id, separator=separator, width=width).to(device)
+    rewards = model(packed.inputs, packed.read_index)[torch.tensor(slots).argsort().to(device)]
+    return rewards[: len(pairs)], rewards[len(pairs) :]
 
 
 def feature_cache_root(config: TrainConfig) -> Path:
@@ -189,12 +223,17 @@ class _Run:
         self.pairs_seen, self.train_seconds, self.last_loss = 0, 0.0, float("nan")
         from synpref.rm.scorer import segment_separator
 
-        self.separator = segment_separator(accelerator.unwrap_model(model), tokenizer)
+        self.separator = segment_separator(self.reward_model, tokenizer)
         self.writer = None
         if config.tensorboard and accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(output / "tensorboard"))
+
+    @property
+    def reward_model(self):
+        """The Hugging Face model inside the prepared `RewardForward`."""
+        return self.accelerator.unwrap_model(self.model).model
 
     def step(self, state: TrainState, micro_batches: list[list[int]], encoded) -> None:
         """One optimizer step over `micro_batches` (this process's share of each)."""
@@ -221,13 +260,9 @@ class _Run:
 
     def _rewards(self, batch: list[int], encoded):
         """Chosen and rejected of a batch in one forward pass; rewards in fp32."""
-        from synpref.rm.scorer import model_inputs
-
-        sequences = [encoded[i][0] for i in batch] + [encoded[i][1] for i in batch]
-        inputs = model_inputs(sequences, self.tokenizer.pad_token_id, self.separator)
-        device = self.accelerator.device
-        rewards = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits[:, 0].float()
-        return rewards[: len(batch)], rewards[len(batch) :]
+        pairs = [encoded[i] for i in batch]
+        return pair_rewards(self.model, pairs, packing=self.config.packing, pad_token_id=self.tokenizer.pad_token_id,
+                            separator=self.separator, device=self.accelerator.device)
 
     def _remember(self, loss, chosen, rejected) -> None:
         gather = self.accelerator.gather
@@ -280,7 +315,7 @@ class _Run:
         if self.accelerator.is_main_process:
             from synpref.rm.scorer import RewardScorer
 
-            scorer = RewardScorer(self.accelerator.unwrap_model(self.model), self.tokenizer, max_length=self.config.max_length)
+            scorer = RewardScorer(self.reward_model, self.tokenizer, max_length=self.config.max_length)
             with self.accelerator.autocast():
                 chosen, rejected = scorer.score_pairs(self.gold)
             accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(self.gold)
@@ -299,7 +334,7 @@ class _Run:
     def _save_model(self) -> None:
         from synpref.rm.saving import save_reward_model
 
-        save_reward_model(self.accelerator.unwrap_model(self.model), self.tokenizer, self.output)
+        save_reward_model(self.reward_model, self.tokenizer, self.output)
         save_resolved_config(self.config, self.output)
 
     def _checkpoint(self, state: TrainState) -> None:

@@ -1,0 +1,120 @@
+"""Packing: padding-free scores and losses equal the padded ones (issue 18, acceptance 1)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from synpref.data.models import Message
+from synpref.rm.packing import Item, attention_mask, pack, pair_item, place, plan_passes
+
+WORDS = "the reward model reads every token of this sentence before it decides on a score".split()
+
+
+def test_a_pair_tree_shares_the_prefix_and_restarts_positions_after_it():
+    item = pair_item([5, 6, 7, 8], [5, 6, 9])
+    assert (list(item.prefix), [list(s) for s in item.suffixes]) == ([5, 6], [[7, 8], [9]])
+    # Identical or nested inputs still leave each suffix one token to read the reward at.
+    assert [list(s) for s in pair_item([5, 6], [5, 6]).suffixes] == [[6], [6]]
+    packed = pack([item, Item([3, 4])], reading="last", pad_token_id=0)
+    assert packed.inputs["input_ids"].tolist() == [[5, 6, 7, 8, 9], [3, 4, 0, 0, 0]]
+    assert packed.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 0, 0, 0]]
+    # chosen at its last token (column 3), rejected at 4, the single sequence at row 1 column 1
+    assert packed.read_index.tolist() == [3, 4, 6]
+    mask = attention_mask(packed.inputs["group"], packed.inputs["branch"], causal=True)[:, 0].int().tolist()
+    assert mask[0] == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],
+        [1, 1, 0, 0, 1],  # the rejected token sees the prompt, not the chosen reply
+    ]
+    assert mask[1] == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+
+
+def test_items_fill_the_gaps_of_earlier_rows_and_passes_respect_the_budget():
+    assert place([5, 3, 2, 2], width=5) == ([(0, 0), (1, 0), (1, 3), (2, 0)], 3)
+    # 100 alone (2 x 100 > 150); then width 60: a row of 60, a row of 40 + 20; a third row of
+    # 60 would pass the budget, so the last 20 starts the next pass
+    assert list(plan_passes([20, 100, 40, 60, 20], token_budget=150)) == [[1], [3, 2, 0], [4]]
+    # encoders: token types restart at each item, 1 after its first separator
+    packed = pack([Item([1, 7, 2, 8, 2]), Item([1, 9, 2])], reading="first", pad_token_id=0, separator=2)
+    assert packed.inputs["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
+    assert packed.read_index.tolist() == [0, 5]
+    with pytest.raises(ValueError, match="causal"):
+        pack([pair_item([1, 2], [1, 3])], reading="first", pad_token_id=0)
+
+
+def conversations_from_20_to_2000_tokens(formatter, count: int = 50, seed: int = 0) -> list[list[Message]]:
+    """Lengths spread over 20..2,000 tokens, most of them short (so the test stays cheap)."""
+    rng = random.Random(seed)
+    conversations = []
+    for index in range(count):
+        target = int(20 * 100 ** ((index / (count - 1)) ** 2))
+        turns = 1 + index % 3
+        messages = []
+        for turn in range(turns):
+            messages.append(Message(role="user", content=f"Question {index}.{turn}: " + " ".join(rng.choices(WORDS, k=3))))
+            messages.append(Message(role="assistant", content=" ".join(rng.choices(WORDS, k=2))))
+        fixed = len(formatter.encode_messages(messages))
+        messages[-1] = Message(role="assistant", content=" ".join(rng.choices(WORDS, k=max(1, target - fixed))))
+        conversations.append(messages)
+    rng.shuffle(conversations)
+    return conversations
+
+
+@pytest.fixture(scope="module", params=["smollm2-135m", "minilm-l6"])
+def backbone(request):
+    from synpref.rm.models import load_reward_model
+
+    model, tokenizer = load_reward_model(request.param, seed=0)
+    return request.param, model, tokenizer
+
+
+def test_packed_scores_equal_padded_scores_in_fp32(backbone):
+    from synpref.rm.scorer import RewardScorer
+
+    name, model, tokenizer = backbone
+    packed = RewardScorer(model, tokenizer, max_length=2048)
+    padded = RewardScorer(model, tokenizer, max_length=2048, packing=False)
+    assert packed.reading == ("last" if name == "smollm2-135m" else "first") and padded.reading is None
+    conversations = conversations_from_20_to_2000_tokens(packed.formatter)
+    lengths = [len(packed.formatter.encode_messages(c)) for c in conversations]
+    # MiniLM takes 512 positions: both paths get the same truncated ids from the one formatter.
+    assert min(lengths) <= 25
+    assert 1900 <= max(lengths) <= 2048 if name == "smollm2-135m" else max(lengths) == 512
+    packed_scores, padded_scores = packed.score(conversations), padded.score(conversations)
+    assert max(abs(a - b) for a, b in zip(packed_scores, padded_scores)) < 1e-4
+    assert len({round(s, 3) for s in padded_scores}) > 40  # the order is really being checked
+
+
+def test_packed_training_loss_equals_padded_on_the_same_batch(backbone):
+    """fp32 loss and score-head gradient of one batch; dropout off, since the two paths would
+    draw different dropout masks."""
+    from synpref.rm.formatting import RewardFormatter
+    from synpref.rm.loss import bradley_terry_loss
+    from synpref.rm.packing import RewardForward, reward_reading
+    from synpref.rm.scorer import segment_separator
+    from synpref.rm.trainer import pair_rewards
+
+    name, model, tokenizer = backbone
+    formatter = RewardFormatter(tokenizer, max_length=512)
+    conversations = conversations_from_20_to_2000_tokens(formatter, count=8, seed=1)[:4]
+    pairs = [(formatter.encode_messages(c), formatter.encode_messages(c[:-1] + [Message(role="assistant", content="No.")]))
+             for c in conversations]
+    forward = RewardForward(model, reward_reading(model)).eval()
+    head = model.score.weight if name == "smollm2-135m" else model.classifier.weight
+    results = {}
+    for packing in ("off", "sequences", "pairs"):
+        model.zero_grad()
+        chosen, rejected = pair_rewards(forward, pairs, packing=packing, pad_token_id=tokenizer.pad_token_id,
+                                        separator=segment_separator(model, tokenizer), device="cpu")
+        loss = bradley_terry_loss(chosen, rejected)
+        loss.backward()
+        results[packing] = (loss.item(), head.grad.clone())
+    model.zero_grad()
+    for packing in ("sequences", "pairs"):
+        assert results[packing][0] == pytest.approx(results["off"][0], abs=1e-4)
+        assert (results[packing][1] - results["off"][1]).abs().max().item() < 1e-4
+    assert results["off"][0] > 0.01  # a real loss, not a saturated one
