@@ -52,6 +52,18 @@ def pair_item(chosen: Sequence[int], rejected: Sequence[int]) -> Item:
     return Item(chosen[:shared], (chosen[shared:], rejected[shared:]))
 
 
+def pair_items(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], share) -> tuple[list[Item], Any]:
+    """Packing items for (chosen, rejected) pairs: one tree where `share(tree)` holds, else the
+    two sequences; and the permutation that puts the rewards in order [chosen..., rejected...]."""
+    trees = {}
+    if share is not None:
+        trees = {i: tree for i, tree in enumerate(pair_item(c, r) for c, r in pairs) if share(tree)}
+    unshared = [i for i in range(len(pairs)) if i not in trees]
+    items = list(trees.values()) + [Item(ids) for i in unshared for ids in pairs[i]]
+    slots = [slot for i in [*trees, *unshared] for slot in (i, len(pairs) + i)]
+    return items, torch.tensor(slots, dtype=torch.long).argsort()
+
+
 def reward_reading(model: Any) -> str | None:
     """Where packing reads the reward: "last" (a decoder's `score` head), "first" (BERT's pooled
     [CLS]), or None when this model's head is not known here (then the padded path is used)."""

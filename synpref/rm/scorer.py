@@ -97,16 +97,19 @@ class RewardScorer:
     def score_pairs(self, pairs: Sequence[PreferencePair]) -> tuple[list[float], list[float]]:
         """(chosen rewards, rejected rewards) of preference pairs, in one scoring pass.
 
-        Packed on a decoder, each pair is one tree: the prompt both share is computed once.
+        Packed on a decoder, a pair whose shared prompt is longer than its shorter reply is one
+        tree, the prompt computed once (`synpref.rm.packing`); with shorter prompts the tree's
+        wider rows would cost more attention than the prompt saves.
         """
-        from synpref.rm.packing import Item, pair_item
+        from synpref.rm.packing import pair_items
 
         encoded = [(self.formatter.encode(p.conversation, p.chosen), self.formatter.encode(p.conversation, p.rejected))
                    for p in pairs]
-        if self.reading == "last":
-            rewards = self._score_items([pair_item(chosen, rejected) for chosen, rejected in encoded])
-            return rewards[0::2], rewards[1::2]
-        rewards = self._score_items([Item(ids) for pair in zip(*encoded) for ids in pair] if encoded else [])
+        if not encoded:
+            return [], []
+        share = (lambda tree: len(tree.prefix) > min(map(len, tree.suffixes))) if self.reading == "last" else None
+        items, order = pair_items(encoded, share)
+        rewards = self._score_items(items, to_list=False)[order.to(self.device)].tolist()
         return rewards[: len(pairs)], rewards[len(pairs) :]
 
     def score_ids(self, encoded: Sequence[list[int]]) -> list[float]:
@@ -115,10 +118,14 @@ class RewardScorer:
 
         return self._score_items([Item(ids) for ids in encoded])
 
-    def _score_items(self, items) -> list[float]:
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _score_items(self, items, *, to_list: bool = True):
         """Rewards of packing items (a pair gives chosen then rejected), in input order.
 
-        Results stay on the device until the end: one synchronisation per call, so a GPU is
+        Results stay on the device until the end (`to_list` False: returned there, as a tensor): one synchronisation per call, so a GPU is
         never left waiting for the host between forward passes.
         """
         import torch
@@ -148,7 +155,7 @@ class RewardScorer:
                 scores[slots.to(device)] = rewards
                 bar.update(len(batch))
         self.model.train(was_training)
-        return scores.tolist()
+        return scores.tolist() if to_list else scores
 
 
 def token_budget_batches(lengths: Sequence[int], token_budget: int) -> Iterator[list[int]]:

@@ -152,7 +152,7 @@ def pair_rewards(model, pairs, *, packing: str, pad_token_id: int, separator: in
     batch's longest sequence: dense-mask attention costs width x width per row, so wider rows
     would spend on attention what the shared prompt saves (measured in bench/RESULTS.md).
     """
-    from synpref.rm.packing import Item, pack, pair_item
+    from synpref.rm.packing import pack, pair_items
     from synpref.rm.scorer import model_inputs
 
     reading = getattr(model, "module", model).reading  # DDP wraps the module
@@ -160,17 +160,11 @@ def pair_rewards(model, pairs, *, packing: str, pad_token_id: int, separator: in
         inputs = model_inputs([c for c, _ in pairs] + [r for _, r in pairs], pad_token_id, separator)
         rewards = model({k: v.to(device) for k, v in inputs.items()})
         return rewards[: len(pairs)], rewards[len(pairs) :]
-    import torch
-
     width = max(len(ids) for pair in pairs for ids in pair)
-    trees = {}
-    if packing == "pairs" and reading == "last":
-        trees = {i: tree for i, tree in enumerate(pair_item(c, r) for c, r in pairs) if len(tree) <= width}
-    items = list(trees.values()) + [Item(ids) for i, pair in enumerate(pairs) if i not in trees for ids in pair]
-    # Where each readout belongs in [chosen..., rejected...]: trees first, then the unshared pairs.
-    slots = [slot for i in [*trees, *(i for i in range(len(pairs)) if i not in trees)] for slot in (i, len(pairs) + i)]
+    share = (lambda tree: len(tree) <= width) if packing == "pairs" and reading == "last" else None
+    items, order = pair_items(pairs, share)
     packed = pack(items, reading=reading, pad_token_id=pad_token_id, separator=separator, width=width).to(device)
-    rewards = model(packed.inputs, packed.read_index)[torch.tensor(slots).argsort().to(device)]
+    rewards = model(packed.inputs, packed.read_index)[order.to(device)]
     return rewards[: len(pairs)], rewards[len(pairs) :]
 
 

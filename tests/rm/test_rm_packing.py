@@ -7,7 +7,7 @@ import random
 import pytest
 
 from synpref.data.models import Message
-from synpref.rm.packing import Item, attention_mask, pack, pair_item, place, plan_passes
+from synpref.rm.packing import Item, attention_mask, pack, pair_item, pair_items, place, plan_passes
 
 WORDS = "the reward model reads every token of this sentence before it decides on a score".split()
 
@@ -103,6 +103,9 @@ def test_packed_training_loss_equals_padded_on_the_same_batch(backbone):
     conversations = conversations_from_20_to_2000_tokens(formatter, count=8, seed=1)[:4]
     pairs = [(formatter.encode_messages(c), formatter.encode_messages(c[:-1] + [Message(role="assistant", content="No.")]))
              for c in conversations]
+    width = max(len(ids) for pair in pairs for ids in pair)
+    trees = [item for item in pair_items(pairs, lambda tree: len(tree) <= width)[0] if item.suffixes]
+    assert len(trees) >= 2  # "pairs" really shares prompts here (the longest pair goes unshared)
     forward = RewardForward(model, reward_reading(model)).eval()
     head = model.score.weight if name == "smollm2-135m" else model.classifier.weight
     results = {}
@@ -118,3 +121,25 @@ def test_packed_training_loss_equals_padded_on_the_same_batch(backbone):
         assert results[packing][0] == pytest.approx(results["off"][0], abs=1e-4)
         assert (results[packing][1] - results["off"][1]).abs().max().item() < 1e-4
     assert results["off"][0] > 0.01  # a real loss, not a saturated one
+
+
+def test_pairs_scored_as_trees_equal_the_padded_pairs(tiny_llama_dir):
+    from synpref.data.models import PreferencePair
+    from synpref.rm.models import load_reward_model
+    from synpref.rm.scorer import RewardScorer
+
+    model, tokenizer = load_reward_model(str(tiny_llama_dir))
+    rng = random.Random(2)
+    pairs = []
+    for index in range(12):
+        history = [Message(role="user", content=" ".join(rng.choices(WORDS, k=5 + 40 * (index % 3))))]
+        replies = [Message(role="assistant", content=" ".join(rng.choices(WORDS, k=side + index * 2 * side))) for side in (1, 3)]
+        pairs.append(PreferencePair(conversation=history, chosen=replies[index % 2], rejected=replies[1 - index % 2], source="t"))
+    packed = RewardScorer(model, tokenizer, token_budget=256)
+    encoded = [(packed.formatter.encode(p.conversation, p.chosen), packed.formatter.encode(p.conversation, p.rejected)) for p in pairs]
+    shared = [item for item in pair_items(encoded, lambda tree: len(tree.prefix) > min(map(len, tree.suffixes)))[0] if item.suffixes]
+    assert 3 <= len(shared) < 12  # some pairs share their prompt, some do not
+    chosen, rejected = packed.score_pairs(pairs)
+    padded_chosen, padded_rejected = RewardScorer(model, tokenizer, packing=False).score_pairs(pairs)
+    assert max(abs(a - b) for a, b in zip(chosen + rejected, padded_chosen + padded_rejected)) < 1e-5
+    assert len({round(r, 4) for r in padded_chosen + padded_rejected}) == 24
