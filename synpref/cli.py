@@ -60,6 +60,7 @@ def ingest(
     from synpref.data.ingest import IngestOptions
     from synpref.data.ingest import ingest as run_ingest
     from synpref.data.workspace import Workspace, apply_overrides
+    from synpref.eval.registry import benchmark_prompts
 
     ws = Workspace(workspace)
     config = apply_overrides(ws.config, set or []).prepare
@@ -75,7 +76,7 @@ def ingest(
     if workers:
         options.workers = workers
     try:
-        run = run_ingest(ws, options, config=config, console=console)
+        run = run_ingest(ws, options, config=config, console=console, benchmark_prompts=benchmark_prompts)
     except KeyboardInterrupt:
         console.print("interrupted: committed work is kept; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -342,10 +343,10 @@ def eval_command(
     """
     import os
 
-    from synpref.bench.evaluate import evaluate, write_results
+    from synpref.eval.evaluate import evaluate, write_results
 
     if model.startswith(("http://", "https://")):
-        from synpref.bench.remote import RemoteScorer
+        from synpref.serve.remote import RemoteScorer
 
         scorer = RemoteScorer(model, protocol, tokenizer=tokenizer, api_key=os.environ.get("SYNPREF_API_KEY"))
     else:
@@ -387,9 +388,9 @@ def label_add_user(
     db: DbOption = None,
 ) -> None:
     """Create a user of the annotation app."""
+    from synpref.data.workspace import Workspace
     from synpref.label.db import default_url, open_database
     from synpref.label.users import add_user
-    from synpref.data.workspace import Workspace
 
     ws = Workspace(workspace)
     add_user(open_database(db or default_url(ws.root)), name, password, role)
@@ -403,9 +404,9 @@ def label_export(
     output: Annotated[Optional[Path], typer.Option(help="JSONL file to write (default: WORKSPACE/label/gold-<time>.jsonl)")] = None,
 ) -> None:
     """Write the gold set (JSONL, original orientation) and add decided pairs to the workspace."""
+    from synpref.data.workspace import Workspace
     from synpref.label.db import default_url, open_database
     from synpref.label.export import export_gold
-    from synpref.data.workspace import Workspace
 
     ws = Workspace(workspace)
     with open_database(db or default_url(ws.root))() as session:

@@ -36,8 +36,8 @@ from typing import Any
 
 from synpref.curate.config import CurateConfig
 from synpref.data.models import PreferencePair
-from synpref.errors import SynprefError
 from synpref.data.workspace import Workspace
+from synpref.errors import SynprefError
 
 CONDITIONS = ("raw", "kept", "kept+flipped", "gold", "random")
 # Paired differences reported: (better?, than), each on the same held-out pairs.
@@ -235,8 +235,8 @@ def per_source(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _benchmarks(conditions: Path, workspace_root: Path, config: CurateConfig, bench_dir: Path, log) -> dict[str, Any]:
     """Every benchmark found under `bench_dir`, by its own rules, for fold 1's condition models."""
-    from synpref.bench.evaluate import evaluate
     from synpref.curate.training import load_scorer
+    from synpref.eval.evaluate import evaluate
 
     scores = {}
     for name in CONDITIONS:

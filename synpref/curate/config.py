@@ -21,8 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from synpref.annotate.config import JobConfig
-from synpref.errors import SynprefError
 from synpref.data.workspace import set_dotted
+from synpref.errors import SynprefError
 
 CONFIG_FILE = "curate.yaml"
 

@@ -23,8 +23,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synpref.errors import SynprefError
 from synpref.data.workspace import Workspace
+from synpref.errors import SynprefError
 
 FORMATS = ("trl", "jsonl", "parquet", "hf-dataset")
 

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from synpref.data.readers import READERS, detect_format
+from synpref.data.sources import Source, open_source, sample_records
 from synpref.data.stage0 import (
     PAIR_SCHEMA,
     ChunkResult,
@@ -35,10 +37,8 @@ from synpref.data.stage0 import (
     init_worker,
     prepare_chunk,
 )
-from synpref.data.readers import READERS, detect_format
-from synpref.data.sources import Source, open_source, sample_records
-from synpref.errors import SynprefError
 from synpref.data.workspace import Workspace, write_json_atomic
+from synpref.errors import SynprefError
 
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk of long lines is sent on before it has CHUNK_ITEMS
@@ -85,23 +85,24 @@ class IngestRun(BaseModel):
     quarantine: list[str] = Field(default_factory=list)
 
 
-def load_benchmark_prompts(specs: list[str], bench_dir: Path | None = None) -> dict[str, list[str]]:
+def load_benchmark_prompts(specs: list[str], bench_dir: Path | None = None, benchmark_prompts=None) -> dict[str, list[str]]:
     """First-turn prompts to decontaminate against, by name.
 
-    A spec is a file (any supported format; named by its stem) or the name of a registered
-    benchmark, read from its native files in `bench_dir/<name>/`.
+    A spec is a file (any supported format; named by its stem) or, when `benchmark_prompts` is
+    given, a name it knows: `benchmark_prompts(name, bench_dir)` returns that benchmark's prompts,
+    or None for a name it does not know (`synpref.eval.registry.benchmark_prompts` reads a
+    registered benchmark's native files in `bench_dir/<name>/`).
     """
-    from synpref.bench import benchmark_names, get_benchmark
     from synpref.data.stage0 import parse_record
     from synpref.errors import RecordError
 
     prompts: dict[str, list[str]] = {}
     for spec in specs:
-        if not Path(spec).exists() and spec in benchmark_names():
-            if bench_dir is None or not (bench_dir / spec).is_dir():
-                raise SynprefError(f"--decontaminate-against {spec}: its files must be in BENCH_DIR/{spec}/ (--bench-dir)")
-            prompts[spec] = get_benchmark(spec).prompts(bench_dir / spec)
-            continue
+        if not Path(spec).exists() and benchmark_prompts is not None:
+            found = benchmark_prompts(spec, bench_dir)
+            if found is not None:
+                prompts[spec] = found
+                continue
         source = open_source(spec)
         found = []
         for _, payload in source.items():
@@ -141,12 +142,16 @@ def ingest(
     options: IngestOptions,
     config=None,
     console=None,
+    benchmark_prompts=None,
 ) -> IngestRun:
-    """Ingest `options.sources` into `workspace`; returns the committed run."""
+    """Ingest `options.sources` into `workspace`; returns the committed run.
+
+    `benchmark_prompts` resolves benchmark names in `options.decontaminate_against` (see
+    `load_benchmark_prompts`); data never imports the benchmarks itself."""
     config = config or workspace.config.prepare
     sources = [open_source(spec) for spec in options.sources]
     formats = [_format_of(source, options) for source in sources]
-    prompts = load_benchmark_prompts(options.decontaminate_against, options.bench_dir)
+    prompts = load_benchmark_prompts(options.decontaminate_against, options.bench_dir, benchmark_prompts)
     decontaminator = Decontaminator(prompts, config.ngram) if prompts else None
     fingerprint = _fingerprint(options, sources, formats, config)
     run = _resume_or_start(workspace, fingerprint, sources, formats, console)

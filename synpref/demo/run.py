@@ -132,6 +132,7 @@ class _Context:
 
     def ingest(self) -> dict[str, Any]:
         from synpref.data.ingest import IngestOptions, ingest
+        from synpref.eval.registry import benchmark_prompts
 
         files = self.state.steps["data"]["files"]
         decontaminate = self._benchmarks_present()
@@ -139,7 +140,7 @@ class _Context:
         for name, split in (("pool", "pool"), ("gold", "gold")):
             options = IngestOptions([files[name]], split=split, workers=1,
                                     decontaminate_against=decontaminate, bench_dir=self.options.bench_dir)
-            run = ingest(self.workspace, options)
+            run = ingest(self.workspace, options, benchmark_prompts=benchmark_prompts)
             counts[name] = run.sources[0].model_dump(include={"read", "kept", "duplicates", "contaminated", "quarantined"})
         return {"counts": counts}
 
@@ -198,7 +199,7 @@ class _Context:
         return {"model": str(output), "summary": json.loads((output / "training_summary.json").read_text())}
 
     def evaluate(self) -> dict[str, Any]:
-        from synpref.bench.evaluate import evaluate, write_results
+        from synpref.eval.evaluate import evaluate, write_results
         from synpref.rm.data import load_pairs
         from synpref.rm.scorer import RewardScorer
 
@@ -226,7 +227,7 @@ class _Context:
     # --- helpers ----------------------------------------------------------------------------
 
     def _benchmarks_present(self) -> list[str]:
-        from synpref.bench import benchmark_names
+        from synpref.eval import benchmark_names
 
         if self.options.bench_dir is None:
             return []

@@ -1,8 +1,8 @@
-"""What every benchmark is made of, and the registry that holds them.
+"""What every benchmark is made of (the registry that holds them is `synpref.eval.registry`).
 
 A benchmark never touches a model. It loads its data into `Item`s (a history and the
 candidate responses to score after it), and it turns the rewards of those responses into
-its numbers (`BenchResult`), by its authors' rules. `synpref.bench.evaluate` sits between:
+its numbers (`BenchResult`), by its authors' rules. `synpref.eval.evaluate` sits between:
 it scores every (history, response) of every benchmark once, with the one shared scorer.
 
 A benchmark whose files lack a part (RM-Bench without its math file) is still scored: the
@@ -19,8 +19,6 @@ from typing import Any, ClassVar
 
 from synpref.data.models import Message
 from synpref.errors import SynprefError
-
-BENCHMARKS: dict[str, type[Benchmark]] = {}
 
 
 @dataclass
@@ -98,39 +96,10 @@ class Benchmark:
         return BenchResult(None if missing else score, ordered, items, extras, missing)
 
 
-def register(cls: type[Benchmark]) -> type[Benchmark]:
-    if cls.name in BENCHMARKS:
-        raise ValueError(f"a benchmark named {cls.name!r} is already registered")
-    BENCHMARKS[cls.name] = cls
-    return cls
-
-
-def get_benchmark(name: str) -> Benchmark:
-    _load_all()
-    try:
-        return BENCHMARKS[name]()
-    except KeyError:
-        raise SynprefError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
-
-
-# The paper's order, used in reports.
-REPORT_ORDER = ("rewardbench", "rewardbench2", "ppe-preference", "ppe-correctness", "rmb", "rm-bench", "judgebench")
-
-
-def benchmark_names() -> list[str]:
-    _load_all()
-    return sorted(BENCHMARKS, key=lambda name: (REPORT_ORDER + (name,)).index(name))
-
-
-def _load_all() -> None:
-    # Importing the modules registers their classes (in report order).
-    from synpref.bench import judgebench, ppe, rewardbench, rmb, rmbench  # noqa: F401
-
-
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL, JSON or Parquet file (gzip or not), through the ingest readers."""
-    from synpref.data.stage0 import parse_record
     from synpref.data.sources import open_source
+    from synpref.data.stage0 import parse_record
     from synpref.errors import RecordError
 
     source = open_source(str(path))

@@ -11,17 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from synpref.bench.base import Benchmark, BenchResult, Item, benchmark_names, get_benchmark
 from synpref.data.models import Message
 from synpref.errors import SynprefError
-
-# Published scores (percent) to compare a run against: Skywork-Reward-V2 (arXiv 2507.01352), Table 1.
-PUBLISHED = {
-    "Skywork-Reward-V2-Llama-3.1-8B": {
-        "rewardbench": 96.4, "rewardbench2": 84.1, "ppe-preference": 77.3, "ppe-correctness": 83.4,
-        "rmb": 86.4, "rm-bench": 92.8, "judgebench": 80.0,
-    },
-}  # fmt: skip
+from synpref.eval.base import Benchmark, BenchResult, Item
+from synpref.eval.registry import PUBLISHED, benchmark_names, get_benchmark
 
 
 class Scorer(Protocol):
@@ -129,7 +122,7 @@ def write_results(run: EvalRun, output: Path, model: str) -> list[Path]:
     }
     (output / "results.json").write_text(json.dumps(data, indent=2))
     (output / "results.md").write_text(markdown_report(run, model))
-    from synpref.bench.plots import write_plots
+    from synpref.eval.plots import write_plots
 
     return [output / "results.json", output / "results.md", *write_plots(run, output)]
 

@@ -14,16 +14,15 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import (
+from synpref.errors import SynprefError
+from synpref.eval.base import (
     Benchmark,
     BenchResult,
     Item,
     accuracy,
     read_records,
-    register,
     user_turn,
 )
-from synpref.errors import SynprefError
 
 CATEGORIES = ("knowledge", "reasoning", "math", "coding")
 HEADLINE_SET = "gpt-4o-2024-05-13"  # the response model of the set the authors report
@@ -51,7 +50,6 @@ def response_set(path: Path, record: dict) -> str:
     return match.group(1) if match else path.stem
 
 
-@register
 class JudgeBench(Benchmark):
     name = "judgebench"
     subsets = CATEGORIES + ("category-mean",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synpref.bench.rmbench import STYLES
+from synpref.eval.rmbench import STYLES
 
 
 def write_plots(run, output: Path) -> list[Path]:
@@ -22,7 +22,7 @@ def write_plots(run, output: Path) -> list[Path]:
 def _scores(run, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from synpref.bench.evaluate import PUBLISHED
+    from synpref.eval.registry import PUBLISHED
 
     names = list(run.results)
     reference_name, reference = next(iter(PUBLISHED.items()))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import (
+from synpref.data.models import Message
+from synpref.eval.base import (
     Benchmark,
     BenchResult,
     Item,
@@ -13,10 +14,8 @@ from synpref.bench.base import (
     data_files,
     mean,
     read_records,
-    register,
     user_turn,
 )
-from synpref.data.models import Message
 
 
 def _history(prompt) -> list[Message]:
@@ -26,7 +25,6 @@ def _history(prompt) -> list[Message]:
     return user_turn(prompt)
 
 
-@register
 class PPEPreference(Benchmark):
     name = "ppe-preference"
     subsets = ("accuracy",)
@@ -56,7 +54,6 @@ class PPEPreference(Benchmark):
 PPE_CORRECTNESS_SETS = ("mmlu-pro", "math", "gpqa", "ifeval", "mbpp-plus")
 
 
-@register
 class PPECorrectness(Benchmark):
     name = "ppe-correctness"
     subsets = PPE_CORRECTNESS_SETS

@@ -6,7 +6,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import (
+from synpref.errors import SynprefError
+from synpref.eval.base import (
     Benchmark,
     BenchResult,
     Item,
@@ -14,10 +15,8 @@ from synpref.bench.base import (
     data_files,
     mean,
     read_records,
-    register,
     user_turn,
 )
-from synpref.errors import SynprefError
 
 # Source: rewardbench/constants.py (EXAMPLE_COUNTS, SUBSET_MAPPING) and
 # rewardbench/utils.py (calculate_scores_per_section) in github.com/allenai/reward-bench.
@@ -43,7 +42,6 @@ REWARDBENCH_SECTIONS = {
 }  # fmt: skip
 
 
-@register
 class RewardBench(Benchmark):
     name = "rewardbench"
     subsets = tuple(REWARDBENCH_SECTIONS)
@@ -81,7 +79,6 @@ class RewardBench(Benchmark):
 REWARDBENCH2_SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 
 
-@register
 class RewardBench2(Benchmark):
     name = "rewardbench2"
     subsets = REWARDBENCH2_SUBSETS

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import Benchmark, BenchResult, Item, accuracy, mean, read_records, register
 from synpref.data.models import Message
+from synpref.eval.base import Benchmark, BenchResult, Item, accuracy, mean, read_records
 
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "bot": "assistant", "system": "system"}
 _GOALS = {"Helpfulness": "helpful", "Harmlessness": "harmless"}
@@ -16,7 +16,6 @@ def _history(conversation: list[dict]) -> list[Message]:
     return [Message(role=_ROLES[m["role"].lower()], content=m["content"]) for m in conversation]
 
 
-@register
 class RMB(Benchmark):
     name = "rmb"
     subsets = ("pairwise-helpful", "pairwise-harmless", "bon-helpful", "bon-harmless")

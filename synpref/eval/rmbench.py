@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from synpref.bench.base import Benchmark, BenchResult, Item, mean, read_records, register, user_turn
 from synpref.errors import SynprefError
+from synpref.eval.base import Benchmark, BenchResult, Item, mean, read_records, user_turn
 
 STYLES = ("concise", "detailed", "detailed-markdown")  # order of the chosen/rejected lists
 DOMAINS = ("chat", "math", "code", "safety")  # safety-refuse and safety-response form "safety"
 
 
-@register
 class RMBench(Benchmark):
     name = "rm-bench"
     subsets = DOMAINS + ("hard", "normal", "easy")

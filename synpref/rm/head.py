@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synpref.data.workspace import write_json_atomic
 from synpref.errors import SynprefError
 from synpref.rm.features import FeatureSpec, Featurizer, conversation_inputs, pair_inputs
 from synpref.rm.models import HEAD_FILE, head_kind
-from synpref.data.workspace import write_json_atomic
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 

@@ -16,8 +16,8 @@ import pytest
 import synpref.data.ingest as ingest_module
 from synpref.data.ingest import IngestOptions, ingest
 from synpref.data.sample import make_records
-from synpref.errors import SynprefError
 from synpref.data.workspace import Workspace
+from synpref.errors import SynprefError
 from tests.conftest import record, write_jsonl
 from tests.data.test_bad_input import GOOD_1, GOOD_2, read_quarantine
 

@@ -9,8 +9,8 @@ import pytest
 import synpref.data.ingest as ingest_module
 from synpref.data.export import FORMATS, export
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.data.stats import workspace_stats
 from synpref.data.sample import make_records
+from synpref.data.stats import workspace_stats
 from synpref.data.workspace import Workspace
 from tests.conftest import assistant, record, user, write_jsonl
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from synpref.data.ingest import IngestOptions, ingest
-from synpref.errors import SynprefError
 from synpref.data.workspace import Workspace
+from synpref.errors import SynprefError
 from tests.conftest import write_jsonl
 from tests.data.test_bad_input import read_quarantine
 

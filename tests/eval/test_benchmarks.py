@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from synpref.bench import benchmark_names, get_benchmark
-from synpref.bench.base import BENCHMARKS
-from synpref.bench.evaluate import evaluate
 from synpref.errors import SynprefError
-from tests.bench import fixtures
-from tests.bench.fixtures import TextRewardScorer
+from synpref.eval import benchmark_names, get_benchmark
+from synpref.eval.evaluate import evaluate
+from synpref.eval.registry import BENCHMARKS
+from tests.eval import fixtures
+from tests.eval.fixtures import TextRewardScorer
 
 
 def run_one(name, tmp_path):
@@ -124,7 +124,7 @@ def test_judgebench_without_the_gpt4o_file_has_no_headline(tmp_path):
 def test_rm_bench_without_a_domain_is_reported_before_scoring_and_the_rest_written(tmp_path):
     """RM-Bench without its math file failed with "no data for subset(s) math" only after
     scoring everything, and wrote nothing, not even the complete benchmarks' results."""
-    from synpref.bench.evaluate import write_results
+    from synpref.eval.evaluate import write_results
 
     fixtures.rm_bench(tmp_path / "rm-bench")
     fixtures.rmb(tmp_path / "rmb")
@@ -176,7 +176,8 @@ def test_every_benchmark_has_a_fixture():
 
 
 def test_registry_rejects_duplicate_names():
-    from synpref.bench.base import Benchmark, register
+    from synpref.eval.base import Benchmark
+    from synpref.eval.registry import register
 
     class Again(Benchmark):
         name = "rewardbench"
@@ -224,6 +225,7 @@ def test_identical_texts_are_scored_once_per_run(tmp_path):
 def test_ingest_decontaminates_against_registered_benchmarks(tmp_path):
     from synpref.data.ingest import IngestOptions, ingest
     from synpref.data.workspace import Workspace
+    from synpref.eval.registry import benchmark_prompts
     from tests.conftest import record, write_jsonl
 
     bench_dir = fixtures.write_all(tmp_path / "benchmarks")
@@ -235,13 +237,13 @@ def test_ingest_decontaminates_against_registered_benchmarks(tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", [record(long_prompt.upper(), "a", "b"), record("hello", "a", "b")])
     workspace = Workspace.init(tmp_path / "ws")
     options = IngestOptions([str(pool)], decontaminate_against=["rm-bench", "judgebench"], bench_dir=bench_dir, workers=1)
-    run = ingest(workspace, options)
+    run = ingest(workspace, options, benchmark_prompts=benchmark_prompts)
     assert (run.sources[0].kept, run.sources[0].contaminated) == (1, 1)
     assert run.sources[0].contaminated_by == {"rm-bench": 1}
     assert run.decontamination == {"rm-bench": {"prompts": 6, "shorter_than_n": 5},
                                    "judgebench": {"prompts": 11, "shorter_than_n": 11}}
     with pytest.raises(SynprefError, match="--decontaminate-against rmb: its files must be in BENCH_DIR/rmb/"):
-        ingest(workspace, IngestOptions([str(pool)], decontaminate_against=["rmb"], workers=1))
+        ingest(workspace, IngestOptions([str(pool)], decontaminate_against=["rmb"], workers=1), benchmark_prompts=benchmark_prompts)
 
 
 def test_download_saves_hub_datasets_where_eval_reads_them(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from synpref.bench import benchmark_names
-from tests.bench import fixtures
+from synpref.eval import benchmark_names
+from tests.eval import fixtures
 
 pytest.importorskip("torch")
 

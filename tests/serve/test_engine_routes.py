@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from synpref.bench.remote import PROTOCOLS, RemoteScorer  # noqa: E402
 from synpref.serve.app import create_app  # noqa: E402
 from synpref.serve.config import ServeConfig  # noqa: E402
+from synpref.serve.remote import PROTOCOLS, RemoteScorer  # noqa: E402
 from tests.conftest import live_server  # noqa: E402
 from tests.serve.test_server import CONVERSATIONS, messages  # noqa: E402
 
@@ -131,7 +131,7 @@ def test_keyless_clients_need_no_key_and_others_do(scorer):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_eval_through_each_protocol_equals_in_process(tiny_llama_dir, scorer, protocol, tmp_path):
     """`synpref eval --model URL --protocol P` on a RewardBench fixture gives the in-process numbers."""
-    from synpref.bench.evaluate import evaluate
+    from synpref.eval.evaluate import evaluate
 
     data_dir = write_rewardbench_fixture(tmp_path)
     local = evaluate(scorer, ["rewardbench"], data_dir)
