@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synpref.annotate.config import JudgeConfig
 from synpref.errors import SynprefError
+from synpref.registry import Registry
 
 
 class ChatRequest(BaseModel):
@@ -53,17 +54,15 @@ class RequestFailed(Exception):
     """The request could not be completed after all retries; nothing was paid for."""
 
 
-BACKENDS: dict[str, type[Backend]] = {}
+BACKENDS: Registry[Backend] = Registry("judge backend")
 
 
 def register_backend(name: str):
     """Class decorator adding a backend under `name`; a second backend with that name is an error."""
 
     def add(cls: type[Backend]) -> type[Backend]:
-        if name in BACKENDS:
-            raise ValueError(f"judge backend {name!r} is already registered ({BACKENDS[name].__name__})")
+        BACKENDS.register(cls, name)
         cls.name = name
-        BACKENDS[name] = cls
         return cls
 
     return add

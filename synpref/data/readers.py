@@ -13,8 +13,7 @@ from typing import Any, ClassVar
 from synpref.data.models import Message, PreferencePair, pair_id
 from synpref.data.sources import Unreadable
 from synpref.errors import RecordError, SynprefError
-
-READERS: dict[str, type[Reader]] = {}
+from synpref.registry import Registry
 
 # Common keys every reader understands besides its own: our own export columns.
 PROVENANCE_KEYS = ("id", "source", "meta", "split")
@@ -33,11 +32,8 @@ _ROLE_ALIASES = {
 }
 
 
-def register(cls: type[Reader]) -> type[Reader]:
-    if cls.name in READERS:
-        raise ValueError(f"a reader named {cls.name!r} is already registered")
-    READERS[cls.name] = cls
-    return cls
+READERS: Registry[Reader] = Registry("reader")
+register = READERS.register
 
 
 def get_reader(name: str) -> Reader:

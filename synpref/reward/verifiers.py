@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from synpref.registry import Registry
+
 
 class Outcome(str, Enum):
     CORRECT = "correct"
@@ -50,14 +52,8 @@ class Verifier:
         raise NotImplementedError
 
 
-VERIFIERS: dict[str, type[Verifier]] = {}
-
-
-def register(cls: type[Verifier]) -> type[Verifier]:
-    if cls.name in VERIFIERS:
-        raise ValueError(f"a verifier named {cls.name!r} is already registered ({VERIFIERS[cls.name].__name__})")
-    VERIFIERS[cls.name] = cls
-    return cls
+VERIFIERS: Registry[Verifier] = Registry("verifier")
+register = VERIFIERS.register
 
 
 def get_verifier(name: str, options: dict[str, Any] | None = None) -> Verifier:
