@@ -91,20 +91,45 @@ def _out_of_fold(workspace, config: CurateConfig, run: Path, best_model: str, lo
     pairs = {p.id: p for split, p in workspace.iter_pairs() if split in ("pool", "silver") and p.id in silver}
     folds = config.stage2.cross_fit
     log(f"stage2: cross-fitting the best RM's {len(pairs):,} training pairs in {folds} folds")
-    gold = str(gold_file(workspace))
+    train = _fold_heads(workspace, config) if config.rm_options().get("head_only") else None
     found: dict[str, float] = {}
     for fold in range(folds):
         held = [p for i, p in pairs.items() if fold_of(i, folds) == fold]
         rest = [p.swapped() if silver[i] else p for i, p in pairs.items() if fold_of(i, folds) != fold]
         directory = run / "cross-fit" / f"fold-{fold}"
         directory.mkdir(parents=True, exist_ok=True)
-        write_pairs(directory / "silver.jsonl", rest)
-        train_reward_model(config, str(directory / "silver.jsonl"), directory / "model", gold=gold, workspace_root=workspace.root)
+        if train is not None:
+            train(rest, directory / "model")
+        else:
+            write_pairs(directory / "silver.jsonl", rest)
+            train_reward_model(config, str(directory / "silver.jsonl"), directory / "model", gold=str(gold_file(workspace)),
+                               workspace_root=workspace.root)
         if held:
             chosen, rejected = load_scorer(str(directory / "model"), config, workspace.root).score_pairs(held)
             found.update({p.id: preference_probability(c, r) for p, c, r in zip(held, chosen, rejected)})
     write_table_atomic(pq, pa.table({"id": pa.array(list(found), pa.string()), "best_p": pa.array(list(found.values()), pa.float64())}), path)
     return found
+
+
+def _fold_heads(workspace, config: CurateConfig):
+    """Head-only recipe without a backbone copy per fold: (pairs, directory) -> a head record
+    fitted on cached features as `synpref train --head-only` fits it (l2 chosen on gold)."""
+    from synpref.curate.training import feature_cache
+    from synpref.rm.features import FeatureSpec, Featurizer, pair_inputs
+    from synpref.rm.head import fit_bt_head, select_head, write_head_record
+
+    options = config.rm_options()
+    featurizer = Featurizer(FeatureSpec(options["model"], options["max_length"]), feature_cache(workspace.root), show_progress=False)
+    gold = [p for _, p in workspace.iter_pairs("gold")]
+    gold_features = [featurizer.features(x) for x in pair_inputs(featurizer, gold)] if gold else [None, None]
+
+    def train(pairs, output: Path) -> None:
+        chosen, rejected = (featurizer.features(x) for x in pair_inputs(featurizer, pairs))
+        l2 = options.get("l2")
+        head = select_head(chosen, rejected, *gold_features)[0] if l2 is None else fit_bt_head(chosen, rejected, l2=l2)
+        write_head_record(featurizer, head, output)
+
+    return train
 
 
 def _apply_out_of_fold(scores: list[dict[str, Any]], out_of_fold: dict[str, float]) -> None:

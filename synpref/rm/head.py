@@ -151,7 +151,15 @@ def save_head_model(featurizer: Featurizer, head: Head, output: Path) -> None:
         _save_sentence_transformer(backbone, head, output)
     else:
         _save_sequence_classifier(featurizer.spec, head, output)
-    write_json_atomic(output / HEAD_FILE, {
+    write_head_record(featurizer, head, output)
+
+
+def write_head_record(featurizer: Featurizer, head: Head, output: Path) -> None:
+    """The head and its feature spec: all `HeadScorer` reads. Alone in a directory it is a
+    model for synpref only (Stage 2's cross-fitting folds), not for standard tools."""
+    Path(output).mkdir(parents=True, exist_ok=True)
+    backbone = featurizer.backbone
+    write_json_atomic(Path(output) / HEAD_FILE, {
         "kind": backbone.kind, "backbone": featurizer.spec.backbone, "max_length": featurizer.spec.max_length,
         "pooling": featurizer.spec.pooling,
         "weight": [float(v) for v in head.weight], "bias": head.bias, "l2": head.l2,
