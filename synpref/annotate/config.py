@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synpref.errors import SynprefError
+from synpref.config import load_yaml, validated
 
 
 class JudgeConfig(BaseModel):
@@ -84,15 +83,5 @@ class JobConfig(BaseModel):
 
 def load_job_config(path: str | Path) -> JobConfig:
     """Read and validate a judges file; errors name the file and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise SynprefError(f"{path}: cannot read judges config: {error}") from None
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'config'}: {item['msg']}" for item in error.errors()
-        )
-        raise SynprefError(f"{path}: {problems}") from None
+    data = load_yaml(path, f"{path}: cannot read judges config") or {}
+    return validated(JobConfig, data, str(path))

@@ -17,12 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synpref.annotate.config import JobConfig
-from synpref.data.workspace import set_dotted
-from synpref.errors import SynprefError
+from synpref.config import load_yaml, set_dotted, validated
 
 CONFIG_FILE = "curate.yaml"
 
@@ -108,14 +106,7 @@ def load_curate_config(workspace_root: Path, path: Path | None = None, overrides
         path = Path(workspace_root) / CONFIG_FILE
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise SynprefError(f"{path}: cannot read the curation config: {error}") from None
+        data = load_yaml(path, f"{path}: cannot read the curation config") or {}
     for override in overrides or []:
         set_dotted(data, override)
-    try:
-        return CurateConfig.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        raise SynprefError(f"{path or 'curate config'}: {problems}") from None
+    return validated(CurateConfig, data, str(path or "curate config"))

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from synpref.config import load_yaml, set_dotted, validated
 from synpref.data.stage0 import PrepareConfig
 from synpref.errors import SynprefError
 
@@ -157,34 +158,7 @@ def _latest_copies(shards: list[Path]):
 
 
 def load_config(path: Path) -> WorkspaceConfig:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SynprefError(f"{path}: not valid YAML: {error}") from None
-    try:
-        return WorkspaceConfig.model_validate(data)
-    except ValidationError as error:
-        raise SynprefError(f"{path}: {_validation_message(error)}") from None
-
-
-def _validation_message(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-    )
-
-
-def set_dotted(data: dict[str, Any], override: str) -> None:
-    """Apply one `--set section.key=value` (the value read as YAML) to a config dict."""
-    key, sep, value = override.partition("=")
-    if not sep:
-        raise SynprefError(f"--set {override!r}: expected KEY=VALUE")
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SynprefError(f"--set {override!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    return validated(WorkspaceConfig, load_yaml(path, f"{path}: not valid YAML") or {}, str(path))
 
 
 def apply_overrides(config: WorkspaceConfig, overrides: list[str]) -> WorkspaceConfig:
@@ -192,7 +166,4 @@ def apply_overrides(config: WorkspaceConfig, overrides: list[str]) -> WorkspaceC
     data = config.model_dump()
     for override in overrides:
         set_dotted(data, override)
-    try:
-        return WorkspaceConfig.model_validate(data)
-    except ValidationError as error:
-        raise SynprefError(f"--set: {_validation_message(error)}") from None
+    return validated(WorkspaceConfig, data, "--set")

@@ -22,9 +22,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synpref.errors import SynprefError
+from synpref.config import load_yaml, validated
 
 
 class RmTransform(BaseModel):
@@ -89,17 +89,7 @@ class RewardSpec(BaseModel):
 
 
 def load_spec(path: Path) -> RewardSpec:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SynprefError(f"reward spec {path}: {error}") from None
-    try:
-        return RewardSpec.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors())
-        raise SynprefError(f"reward spec {path}: {problems}") from None
+    return validated(RewardSpec, load_yaml(path, f"reward spec {path}"), f"reward spec {path}", whole="spec")
 
 
 def save_spec(spec: RewardSpec, directory: Path) -> Path:
