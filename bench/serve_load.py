@@ -6,9 +6,9 @@ wrk, a Python process with the same number of concurrent connections. Per input 
 `pool`  single-turn pool conversations of moderate length (prompt < 600, reply < 800 chars),
 `short` one-line arithmetic questions and answers (~15 tokens; e.g. verifiable-reward RL):
 
-1. the scorer alone (a subprocess, no HTTP): `RewardScorer.score` on all the profile's
-   conversations in one call, repeated for D s, with torch's default threads and with the
-   server's model threads; the better rate counts;
+1. the scorer alone (a subprocess, no HTTP): `RewardScorer.score` on the profile's
+   conversations, 128 per call (a server's batches under load hold 30-140), for D/2 s, with
+   torch's default threads and with the server's model threads; the better rate counts;
 2. closed loop: C concurrent connections, each sending one conversation per request, for D s,
    against `synpref serve` with its defaults (optionally also with batching off);
 3. the scorer alone again; the ratio is served / the mean of 1 and 3 (other jobs on a shared
@@ -97,9 +97,10 @@ if threads:
 scorer = RewardScorer.from_pretrained(sys.argv[5], max_length=512, dtype=torch.bfloat16 if bf16 else None, show_progress=False)
 scorer.score(data[:64])  # warm-up
 scored, start = 0, time.perf_counter()
-while time.perf_counter() - start < seconds:
-    scorer.score(data)
-    scored += len(data)
+while time.perf_counter() - start < seconds:  # calls of 128 inputs, each sorted by length into forward passes
+    chunk = data[scored % len(data) :][:128]
+    scorer.score(chunk)
+    scored += len(chunk)
 print(json.dumps({"rate": scored / (time.perf_counter() - start), "threads": torch.get_num_threads()}))
 """
 
