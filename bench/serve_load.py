@@ -112,6 +112,14 @@ def scorer_alone(model: str, data_file: Path, seconds: float, threads: int, bf16
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+def best_alone(args, profile: str, data_file: Path, server_threads: int, when: str) -> float:
+    """The scorer alone with torch's default threads and with the server's; the better rate."""
+    rates = [scorer_alone(args.model, data_file, args.seconds / 2, threads, args.bf16) for threads in (0, server_threads)]
+    for r in rates:
+        print(f"[{profile}] scorer alone ({when}, {r['threads']} threads): {r['rate']:.1f} sequences/s", flush=True)
+    return max(r["rate"] for r in rates)
+
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -250,13 +258,7 @@ def main() -> None:
             print(f"[{profile}] model {args.model}{' bf16' if args.bf16 else ''}; {len(data):,} distinct conversations; "
                   f"{args.clients} connections for {args.seconds:g} s; {cores} cores", flush=True)
 
-            def alone(when: str) -> float:
-                rates = {t: scorer_alone(args.model, data_file, args.seconds / 2, t, args.bf16) for t in (0, server_threads)}
-                for r in rates.values():
-                    print(f"[{profile}] scorer alone ({when}, {r['threads']} threads): {r['rate']:.1f} sequences/s", flush=True)
-                return max(r["rate"] for r in rates.values())
-
-            before = alone("before")
+            before = best_alone(args, profile, data_file, server_threads, "before")
             servers = [("served", options)] + ([("one at a time", [*options, "--max-batch-tokens", "1", "--max-wait-ms", "0"])] if args.one_at_a_time else [])
             results = {}
             for name, server_options in servers:
@@ -268,7 +270,7 @@ def main() -> None:
                 r = results[name]
                 print(f"[{profile}] {name:>14} ({r['client']}): {r['throughput']:.1f} requests/s, p50 {r['p50_ms']:.0f} ms, "
                       f"p99 {r['p99_ms']:.0f} ms, non-2xx {r['failed']}", flush=True)
-            after = alone("after")
+            after = best_alone(args, profile, data_file, server_threads, "after")
             reference = (before + after) / 2
             ratio = results["served"]["throughput"] / reference
             print(f"RATIO [{profile}] served / scorer alone: {results['served']['throughput']:.1f} / {reference:.1f} = "
