@@ -47,7 +47,7 @@ def encode_jobs(tokenizer: Any, jobs: Sequence[EncodeJob], *, batched: bool = Tr
         for i, item in enumerate(job.items):
             try:
                 texts = job.prepare(item)
-            except ValueError as error:
+            except Exception as error:  # noqa: BLE001 - this request's answer (422 for a ValueError)
                 job.texts.append(error)
                 break  # the items after the first bad one are never looked at, as one at a time
             job.texts.append(texts)
@@ -72,7 +72,7 @@ def _finish(j: int, job: EncodeJob, ids: dict) -> list[list[int]] | Exception:
             return texts
         try:
             sequences.append(job.finish(job.items[i], ids.get((j, i))))
-        except ValueError as error:
+        except Exception as error:  # noqa: BLE001 - this request's answer (422 for a ValueError)
             return error
     return sequences
 
@@ -111,12 +111,21 @@ class EncodeStage:
                     self._jobs.put(None)
                     break
                 jobs.append(following)
-            try:
-                results = encode_jobs(self.tokenizer, jobs)
-            except Exception as error:  # a tokenizer failure fails these requests, not the thread
-                results = [error] * len(jobs)
+            results = self._encode(jobs)
             for each, result in zip(jobs, results):
                 each.loop.call_soon_threadsafe(_settle, each.future, result)
+
+    def _encode(self, jobs: list[EncodeJob]) -> list[list[list[int]] | Exception]:
+        try:
+            return encode_jobs(self.tokenizer, jobs)
+        except Exception:  # the tokenizer refused the batch: each request alone, so only the culprit fails
+            results = []
+            for job in jobs:
+                try:
+                    results += encode_jobs(self.tokenizer, [job])
+                except Exception as error:  # noqa: BLE001
+                    results.append(error)
+            return results
 
 
 def _settle(future: asyncio.Future, result: list[list[int]] | Exception) -> None:

@@ -84,6 +84,27 @@ def test_one_tokenizer_call_for_every_waiting_request(formatter):
     assert calls == [len(CONVERSATIONS)]
 
 
+def test_a_tokenizer_failure_fails_only_its_own_request(formatter):
+    from synpref.serve.encoding import EncodeStage
+
+    def fussy(texts, pairs=None, **options):
+        if any("BOOM" in text for text in texts):
+            raise RuntimeError("cannot tokenize this")
+        return formatter.tokenizer(texts, pairs, **options)
+
+    stage, encoder = EncodeStage(fussy), RequestEncoder(formatter)
+
+    async def together():
+        good = stage.encode(encoder.conversations(CONVERSATIONS[:2], truncate=False))
+        bad = stage.encode(encoder.conversations([chat("BOOM", "Bang.")], truncate=False))
+        return await asyncio.gather(good, bad, return_exceptions=True)
+
+    good, bad = asyncio.run(together())
+    stage.close()
+    assert good == [formatter.encode(c[:-1], c[-1]) for c in CONVERSATIONS[:2]]
+    assert isinstance(bad, RuntimeError) and str(bad) == "cannot tokenize this"
+
+
 class FailsOn13:
     """A scorer whose model fails on any input holding token 13: reward = number of tokens."""
 
