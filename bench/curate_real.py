@@ -37,6 +37,7 @@ def head(path: Path, count: int | None, skip: int = 0) -> list[str]:
 
 def heldout_accuracy(model: Path, lines: list[str], max_length: int) -> float:
     from synpref.data.models import PreferencePair
+    from synpref.rm.metrics import pairwise_accuracy
     from synpref.rm.scorer import RewardScorer
 
     pairs = []
@@ -44,7 +45,7 @@ def heldout_accuracy(model: Path, lines: list[str], max_length: int) -> float:
         r = json.loads(line)
         pairs.append(PreferencePair(conversation=r["conversation"], chosen=r["chosen"], rejected=r["rejected"], source=r["source"]))
     chosen, rejected = RewardScorer.from_pretrained(str(model), max_length=max_length, show_progress=False).score_pairs(pairs)
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    return pairwise_accuracy(chosen, rejected)
 
 
 def main() -> None:

@@ -49,11 +49,12 @@ def train(data: Path, output: Path, gold: Path, args, *, steps: int) -> dict:
 
 def accuracy(model: Path, records: list[dict]) -> float:
     from synpref.data.models import PreferencePair
+    from synpref.rm.metrics import pairwise_accuracy
     from synpref.rm.scorer import RewardScorer
 
     pairs = [PreferencePair(**{k: r[k] for k in ("conversation", "chosen", "rejected", "source")}) for r in records]
     chosen, rejected = RewardScorer.from_pretrained(str(model), max_length=64, show_progress=False).score_pairs(pairs)
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    return pairwise_accuracy(chosen, rejected)
 
 
 def main() -> None:
@@ -123,7 +124,7 @@ def detection(workspace: Workspace, flipped: dict[str, bool]) -> dict:
     """Precision/recall of 'not kept' against the known flips, and how many flips were put right."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(workspace.root / "runs" / "stage2" / "decisions.parquet").to_pylist()
+    rows = pq.read_table(workspace.decisions_file).to_pylist()
     detected = [r for r in rows if r["action"] != "keep"]
     true_detected = sum(flipped[r["id"]] for r in detected)
     recycled = [r for r in rows if r["action"] == "flip"]
@@ -141,7 +142,7 @@ def training_sets(workspace: Workspace) -> dict[str, list[dict]]:
     """Kept pool pairs as stored, and those plus the recycled ones swapped."""
     import pyarrow.parquet as pq
 
-    actions = {r["id"]: r["action"] for r in pq.read_table(workspace.root / "runs" / "stage2" / "decisions.parquet").to_pylist()}
+    actions = {r["id"]: r["action"] for r in pq.read_table(workspace.decisions_file).to_pylist()}
     kept, recycled = [], []
     for _, pair in workspace.iter_pairs("pool"):
         record = {"conversation": [m.model_dump() for m in pair.conversation], "chosen": pair.chosen.model_dump(),

@@ -1,17 +1,25 @@
-"""The `synpref` command line. Each command is a thin layer over the Python API."""
+"""The `synpref` command line. Each command is a thin layer over the Python API.
+
+Every command's options come from one pydantic model (`synpref.options.command`): a field is a
+flag, its description the help; `--config FILE.yaml` and `--set key=value` work everywhere."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Any, Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from rich.console import Console
 from rich.table import Table
 
+from synpref.curate.config import CurateConfig
+from synpref.demo.run import DemoOptions
 from synpref.errors import SynprefError
+from synpref.options import cli, command
+from synpref.serve.config import ServeConfig
 
 app = typer.Typer(
     help="Curate preference data with humans and LLMs; train, evaluate and serve reward models.",
@@ -20,7 +28,18 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-WorkspaceArg = Annotated[Path, typer.Option("--workspace", "-w", help="workspace directory")]
+class _Options(BaseModel):
+    """A command's options: each field is one flag (or argument), its description the help."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _workspace(help: str = "workspace directory") -> Any:
+    return Field(description=help, json_schema_extra=cli(flags=["--workspace", "-w"]))
+
+
+def _argument(help: str) -> Any:
+    return Field(description=help, json_schema_extra=cli(argument=True))
 
 
 def main() -> None:
@@ -31,52 +50,59 @@ def main() -> None:
         sys.exit(2)
 
 
-@app.command()
-def init(
-    directory: Path,
-    name: Annotated[Optional[str], typer.Option(help="project name (default: directory name)")] = None,
-) -> None:
+class InitOptions(_Options):
+    directory: Path = _argument("directory of the new workspace")
+    name: Optional[str] = Field(None, description="project name (default: directory name)")
+
+
+@command(app, "init", InitOptions)
+def init(options: InitOptions) -> None:
     """Create a workspace with a default, validated synpref.yaml."""
     from synpref.data.workspace import Workspace
 
-    workspace = Workspace.init(directory, name)
-    console.print(f"workspace {workspace.config.name!r} created in {directory}")
+    workspace = Workspace.init(options.directory, options.name)
+    console.print(f"workspace {workspace.config.name!r} created in {options.directory}")
 
 
-@app.command()
-def ingest(
-    sources: Annotated[list[str], typer.Argument(help="files (.jsonl .json .csv .parquet, gzip or not), saved datasets, or hf://org/name[:split]")],
-    workspace: WorkspaceArg,
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="input format (default: detected)")] = None,
-    map: Annotated[Optional[list[str]], typer.Option("--map", help="FIELD=COLUMN: read FIELD from COLUMN")] = None,
-    split: Annotated[Optional[str], typer.Option(help="split of the new pairs (default: the record's `split`, else pool)")] = None,
-    source_name: Annotated[Optional[str], typer.Option(help="`source` of pairs whose records have none (default: file name)")] = None,
-    decontaminate_against: Annotated[Optional[list[str]], typer.Option(help="benchmark file, or registered benchmark name, whose first-turn prompts must not leak into training data")] = None,
-    bench_dir: Annotated[Optional[Path], typer.Option(help="DIR with DIR/<benchmark>/ files, for benchmark names in --decontaminate-against")] = None,
-    workers: Annotated[int, typer.Option(help="worker processes (default: one per core)")] = 0,
-    set: Annotated[Optional[list[str]], typer.Option("--set", help="override a synpref.yaml value, e.g. prepare.max_message_chars=50000")] = None,
-) -> None:
+class IngestCommandOptions(_Options):
+    sources: list[str] = _argument("files (.jsonl .json .csv .parquet, gzip or not), saved datasets, or hf://org/name[:split]")
+    workspace: Path = _workspace()
+    format: Optional[str] = Field(None, description="input format (default: detected)", json_schema_extra=cli(flags=["--format", "-f"]))
+    map: list[str] = Field(default_factory=list, description="FIELD=COLUMN: read FIELD from COLUMN")
+    split: Optional[str] = Field(None, description="split of the new pairs (default: the record's `split`, else pool)")
+    source_name: Optional[str] = Field(None, description="`source` of pairs whose records have none (default: file name)")
+    decontaminate_against: list[str] = Field(default_factory=list, description="benchmark file, or registered benchmark name, whose first-turn prompts must not leak into training data")
+    bench_dir: Optional[Path] = Field(None, description="DIR with DIR/<benchmark>/ files, for benchmark names in --decontaminate-against")
+    workers: int = Field(0, ge=0, description="worker processes (0: one per core, at most 8)")
+    prepare: dict[str, Any] = Field(default_factory=dict, description="synpref.yaml's prepare values to override for this run")
+
+
+@command(app, "ingest", IngestCommandOptions, set_example="prepare.max_message_chars=50000")
+def ingest(options: IngestCommandOptions) -> None:
     """Read preference data into the workspace: validate, quarantine, deduplicate, decontaminate."""
+    from synpref.config import validated
     from synpref.data.ingest import IngestOptions
     from synpref.data.ingest import ingest as run_ingest
-    from synpref.data.workspace import Workspace, apply_overrides
+    from synpref.data.workspace import Workspace, WorkspaceConfig
     from synpref.eval.registry import benchmark_prompts
 
-    ws = Workspace(workspace)
-    config = apply_overrides(ws.config, set or []).prepare
-    options = IngestOptions(
-        sources=sources,
-        format=format,
-        mapping=_mapping(map or []),
-        split=split,
-        source_name=source_name,
-        decontaminate_against=decontaminate_against or [],
-        bench_dir=bench_dir,
+    ws = Workspace(options.workspace)
+    settings = ws.config.model_dump()
+    settings["prepare"].update(options.prepare)
+    config = validated(WorkspaceConfig, settings, "--set").prepare
+    ingest_options = IngestOptions(
+        sources=options.sources,
+        format=options.format,
+        mapping=_mapping(options.map),
+        split=options.split,
+        source_name=options.source_name,
+        decontaminate_against=options.decontaminate_against,
+        bench_dir=options.bench_dir,
     )
-    if workers:
-        options.workers = workers
+    if options.workers:
+        ingest_options.workers = options.workers
     try:
-        run = run_ingest(ws, options, config=config, console=console, benchmark_prompts=benchmark_prompts)
+        run = run_ingest(ws, ingest_options, config=config, console=console, benchmark_prompts=benchmark_prompts)
     except KeyboardInterrupt:
         console.print("interrupted: committed work is kept; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -115,17 +141,19 @@ def _print_summary(run) -> None:
         Console().print("quarantined and contaminated records with their reasons: quarantine/*.jsonl")
 
 
-@app.command()
-def stats(
-    directory: Annotated[Path, typer.Argument(help="workspace directory")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
-) -> None:
+class StatsOptions(_Options):
+    directory: Path = _argument("workspace directory")
+    as_json: bool = Field(False, description="print JSON instead of tables", json_schema_extra=cli(flags=["--json"]))
+
+
+@command(app, "stats", StatsOptions)
+def stats(options: StatsOptions) -> None:
     """Counts by source, split, user turns and length."""
     from synpref.data.stats import workspace_stats
     from synpref.data.workspace import Workspace
 
-    result = workspace_stats(Workspace(directory))
-    if as_json:
+    result = workspace_stats(Workspace(options.directory))
+    if options.as_json:
         print(json.dumps(result, indent=2))
         return
     out = Console()
@@ -145,103 +173,85 @@ def stats(
         out.print(table)
 
 
-@app.command()
-def export(
-    directory: Annotated[Path, typer.Argument(help="workspace directory")],
-    format: Annotated[str, typer.Option("--format", "-f", help="trl | jsonl | parquet | hf-dataset")] = "trl",
-    output: Annotated[Optional[Path], typer.Option(help="output file or directory (default: DIR/exports/...)")] = None,
-    split: Annotated[Optional[str], typer.Option(help="only this split")] = None,
-) -> None:
+def _format() -> Any:
+    return Field("trl", description="trl | jsonl | parquet | hf-dataset", json_schema_extra=cli(flags=["--format", "-f"]))
+
+
+class ExportOptions(_Options):
+    directory: Path = _argument("workspace directory")
+    format: str = _format()
+    output: Optional[Path] = Field(None, description="output file or directory (default: DIR/exports/...)")
+    split: Optional[str] = Field(None, description="only this split")
+
+
+@command(app, "export", ExportOptions)
+def export(options: ExportOptions) -> None:
     """Write the workspace's pairs for trainers and other tools."""
     from synpref.data.export import export as run_export
     from synpref.data.workspace import Workspace
 
-    path, count = run_export(Workspace(directory), format, output, split)
+    path, count = run_export(Workspace(options.directory), options.format, options.output, options.split)
     console.print(f"wrote {count:,} pairs to {path}")
 
 
-@app.command()
-def sample(
-    output: Annotated[Path, typer.Argument(help="JSONL file to write")],
-    pairs: Annotated[int, typer.Option(help="number of distinct pairs")] = 2000,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-) -> None:
+class SampleOptions(_Options):
+    output: Path = _argument("JSONL file to write")
+    pairs: int = Field(2000, description="number of distinct pairs")
+    seed: int = Field(0, description="random seed")
+
+
+@command(app, "sample", SampleOptions)
+def sample(options: SampleOptions) -> None:
     """Write a small synthetic preference dataset (arithmetic and open questions, with noise)."""
     from synpref.data.sample import write_sample
 
-    written = write_sample(output, pairs=pairs, seed=seed)
-    console.print(f"wrote {written:,} records to {output}")
+    written = write_sample(options.output, pairs=options.pairs, seed=options.seed)
+    console.print(f"wrote {written:,} records to {options.output}")
 
 
-def _train_command() -> None:
-    """Register `synpref train` with one option per `TrainConfig` field (help lives there)."""
-    import inspect
-
+def _train_options() -> type[BaseModel]:
+    """`TrainConfig` as a pydantic model: its fields, defaults and help (written once, in rm/config.py)."""
     from synpref.rm.config import config_fields
 
-    parameters = [
-        inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (command line wins)")],
-        )
-    ]
-    for name, kind, _default, help_text in config_fields():
-        flag = "--" + name.replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
-        option_type = Optional[bool] if kind is bool else Optional[_cli_type(kind)]
-        parameters.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[option_type, typer.Option(*decls, help=f"{help_text} [default: {_default}]")],
-        ))
-
-    def train(**options) -> None:
-        """Train a Bradley-Terry reward model (options from --config YAML, overridden by flags)."""
-        from synpref.rm.config import load_train_config
-        from synpref.rm.trainer import train as run_train
-
-        config_file = options.pop("config")
-        summary = run_train(load_train_config(config_file, options))
-        console.print(f"model written to {options.get('output') or 'the output directory'}: {json.dumps(summary)}")
-
-    train.__signature__ = inspect.Signature(parameters)
-    app.command(name="train")(train)
+    fields = {name: (kind, Field(default, description=help_text)) for name, kind, default, help_text in config_fields()}
+    return create_model("TrainOptions", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def _cli_type(kind):
-    """The plain type typer should parse for a config field (Optional[x] -> x, Literal -> str)."""
-    from typing import Literal, get_args, get_origin
+@command(app, "train", _train_options(), set_example="learning_rate=1e-5")
+def train(options: BaseModel) -> None:
+    """Train a Bradley-Terry reward model (options from --config YAML, overridden by flags)."""
+    from synpref.rm.config import load_train_config
+    from synpref.rm.trainer import train as run_train
 
-    if get_origin(kind) is Literal:
-        return str
-    if get_origin(kind) is not None:
-        return next(a for a in get_args(kind) if a is not type(None))
-    return kind
-
-
-_train_command()
+    summary = run_train(load_train_config(None, options.model_dump()))
+    console.print(f"model written to {options.output or 'the output directory'}: {json.dumps(summary)}")
 
 
 annotate_app = typer.Typer(help="LLM annotation: attributes, pairwise judging, pre-verification.", no_args_is_help=True)
 judges_app = typer.Typer(help="Reports on the LLM judges.", no_args_is_help=True)
 app.add_typer(annotate_app, name="annotate")
 app.add_typer(judges_app, name="judges")
-JudgesOption = Annotated[Path, typer.Option("--judges", help="YAML file listing the judges (see synpref/annotate/config.py)")]
-LimitOption = Annotated[Optional[int], typer.Option(help="annotate at most this many pairs")]
-SplitOption = Annotated[Optional[str], typer.Option(help="only pairs of this split (judge default: pool)")]
 
 
-def _annotate(task: str, workspace: Path, judges: Path, limit: Optional[int], split: Optional[str]) -> None:
+class AnnotateOptions(_Options):
+    workspace: Path = _workspace()
+    judges: Path = Field(description="YAML file listing the judges (see synpref/annotate/config.py)")
+    limit: Optional[int] = Field(None, description="annotate at most this many pairs")
+    split: Optional[str] = Field(None, description="only pairs of this split (judge default: pool)")
+
+
+def _annotate(task: str, options: AnnotateOptions) -> None:
     from rich.progress import Progress
 
     from synpref.annotate.config import load_job_config
     from synpref.annotate.runner import run_job
     from synpref.data.workspace import Workspace
 
-    ws, config = Workspace(workspace), load_job_config(judges)
+    ws, config = Workspace(options.workspace), load_job_config(options.judges)
     try:
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task(f"annotate {task}", total=None)
-            summary = run_job(ws, task, config, limit=limit, split=split,
+            summary = run_job(ws, task, config, limit=options.limit, split=options.split,
                               progress=lambda done, total: progress.update(bar, completed=done, total=total))
     except KeyboardInterrupt:
         console.print("interrupted: finished requests are kept; run the same command again to resume")
@@ -257,35 +267,32 @@ def _annotate(task: str, workspace: Path, judges: Path, limit: Optional[int], sp
         console.print(f"{summary.request_failed} requests got no answer after every retry; run the same command again to retry them")
 
 
-@annotate_app.command("attributes")
-def annotate_attributes(workspace: WorkspaceArg, judges: JudgesOption, limit: LimitOption = None, split: SplitOption = None) -> None:
-    """Write the 5-tuple of attributes (task category, objectivity, ...) for each pair."""
-    _annotate("attributes", workspace, judges, limit, split)
+def _annotate_command(task: str, doc: str) -> None:
+    def run(options: AnnotateOptions) -> None:
+        _annotate(task, options)
+
+    run.__doc__, run.__name__ = doc, f"annotate_{task}"
+    command(annotate_app, task, AnnotateOptions)(run)
 
 
-@annotate_app.command("judge")
-def annotate_judge(workspace: WorkspaceArg, judges: JudgesOption, limit: LimitOption = None, split: SplitOption = None) -> None:
-    """Judge which response of each pair is better; combine the judges into one Judgment."""
-    _annotate("judge", workspace, judges, limit, split)
+_annotate_command("attributes", "Write the 5-tuple of attributes (task category, objectivity, ...) for each pair.")
+_annotate_command("judge", "Judge which response of each pair is better; combine the judges into one Judgment.")
+_annotate_command("preverify", "Judge each response of objective pairs alone: correct or incorrect, with a reason.")
 
 
-@annotate_app.command("preverify")
-def annotate_preverify(workspace: WorkspaceArg, judges: JudgesOption, limit: LimitOption = None, split: SplitOption = None) -> None:
-    """Judge each response of objective pairs alone: correct or incorrect, with a reason."""
-    _annotate("preverify", workspace, judges, limit, split)
+class JudgesAgreementOptions(_Options):
+    workspace: Path = _workspace()
+    as_json: bool = Field(False, description="print JSON instead of tables", json_schema_extra=cli(flags=["--json"]))
 
 
-@judges_app.command("agreement")
-def judges_agreement(
-    workspace: WorkspaceArg,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
-) -> None:
+@command(judges_app, "agreement", JudgesAgreementOptions)
+def judges_agreement(options: JudgesAgreementOptions) -> None:
     """Each judge's agreement with human gold labels and with the others, and its position bias."""
     from synpref.annotate.agreement import agreement_report
     from synpref.data.workspace import Workspace
 
-    report = agreement_report(Workspace(workspace))
-    if as_json:
+    report = agreement_report(Workspace(options.workspace))
+    if options.as_json:
         print(json.dumps(report, indent=2))
         return
     table = Table(title="judges")
@@ -324,19 +331,25 @@ def _score_dtype(bf16: bool):
     return torch.bfloat16
 
 
-@app.command("eval")
-def eval_command(
-    model: Annotated[str, typer.Option(help="reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path")],
-    data_dir: Annotated[Path, typer.Option(help="DIR whose DIR/<benchmark>/ folders hold each benchmark's files")],
-    output: Annotated[Path, typer.Option(help="folder for results.json, results.md and plots")],
-    bench: Annotated[Optional[list[str]], typer.Option(help="benchmark name, repeatable; default all")] = None,
-    max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones are cut")] = 4096,
-    token_budget: Annotated[Optional[int], typer.Option(help="tokens per scoring batch, padding included (default: 16384 on a GPU, 1024 on CPU)")] = None,
-    protocol: Annotated[str, typer.Option(help="for a server URL as --model: synpref (/v1/score), openrlhf (/get_reward), vllm or sglang (/classify)")] = "synpref",
-    tokenizer: Annotated[Optional[str], typer.Option(help="for --protocol openrlhf, vllm or sglang: the model's tokenizer, to format inputs")] = None,
-    download: Annotated[bool, typer.Option(help="fetch missing benchmarks hosted on the Hugging Face Hub into --data-dir")] = False,
-    bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on GPUs and on CPUs with bf16 units; scores move by ~1e-2)")] = False,
-) -> None:
+MODEL_HELP = "reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path"
+MAX_LENGTH_HELP = "longest input in tokens; longer ones are cut"
+
+
+class EvalOptions(_Options):
+    model: str = Field(description=MODEL_HELP)
+    data_dir: Path = Field(description="DIR whose DIR/<benchmark>/ folders hold each benchmark's files")
+    output: Path = Field(description="folder for results.json, results.md and plots")
+    bench: list[str] = Field(default_factory=list, description="benchmark name, repeatable; default all")
+    max_length: int = Field(4096, description=MAX_LENGTH_HELP)
+    token_budget: Optional[int] = Field(None, description="tokens per scoring batch, padding included (default: 16384 on a GPU, 1024 on CPU)")
+    protocol: str = Field("synpref", description="for a server URL as --model: synpref (/v1/score), openrlhf (/get_reward), vllm or sglang (/classify)")
+    tokenizer: Optional[str] = Field(None, description="for --protocol openrlhf, vllm or sglang: the model's tokenizer, to format inputs")
+    download: bool = Field(False, description="fetch missing benchmarks hosted on the Hugging Face Hub into --data-dir")
+    bf16: bool = Field(False, description="score in bfloat16 (faster on GPUs and on CPUs with bf16 units; scores move by ~1e-2)")
+
+
+@command(app, "eval", EvalOptions)
+def eval_command(options: EvalOptions) -> None:
     """Score a reward model on the reward-model benchmarks, each by its authors' rules.
 
     --model may be a server URL (http://host:port); its API key is read from SYNPREF_API_KEY.
@@ -345,124 +358,115 @@ def eval_command(
 
     from synpref.eval.evaluate import evaluate, write_results
 
-    if model.startswith(("http://", "https://")):
+    if options.model.startswith(("http://", "https://")):
         from synpref.serve.remote import RemoteScorer
 
-        scorer = RemoteScorer(model, protocol, tokenizer=tokenizer, api_key=os.environ.get("SYNPREF_API_KEY"))
+        scorer = RemoteScorer(options.model, options.protocol, tokenizer=options.tokenizer, api_key=os.environ.get("SYNPREF_API_KEY"))
     else:
-        scorer = _local_scorer(model, max_length=max_length, token_budget=token_budget, dtype=_score_dtype(bf16), show_progress=True)
-    run = evaluate(scorer, bench or ["all"], data_dir, console=console, download=download)
-    written = write_results(run, output, model)
-    Console().print((output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
+        scorer = _local_scorer(options.model, max_length=options.max_length, token_budget=options.token_budget,
+                               dtype=_score_dtype(options.bf16), show_progress=True)  # fmt: skip
+    run = evaluate(scorer, options.bench or ["all"], options.data_dir, console=console, download=options.download)
+    written = write_results(run, options.output, options.model)
+    Console().print((options.output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 
 label_app = typer.Typer(help="The human annotation app: gold labelling under a written protocol.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
-DbOption = Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy URL (default: sqlite:///WORKSPACE/annotations.db), e.g. postgresql+psycopg://user@host/db")]
 
 
-@label_app.command("serve")
-def label_serve(
-    workspace: WorkspaceArg,
-    db: DbOption = None,
-    host: Annotated[str, typer.Option(help="address to listen on (loopback by default; put HTTPS in front before opening it up)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
-    https_only: Annotated[bool, typer.Option("--https-only", help="send the session cookie over HTTPS only (behind a TLS proxy)")] = False,
-) -> None:
+def _db() -> Any:
+    return Field(None, description="SQLAlchemy URL (default: sqlite:///WORKSPACE/annotations.db), e.g. postgresql+psycopg://user@host/db",
+                 json_schema_extra=cli(flags=["--db"]))  # fmt: skip
+
+
+class LabelServeOptions(_Options):
+    workspace: Path = _workspace()
+    db: Optional[str] = _db()
+    host: str = Field("127.0.0.1", description="address to listen on (loopback by default; put HTTPS in front before opening it up)")
+    port: int = Field(8000, description="port")
+    https_only: bool = Field(False, description="send the session cookie over HTTPS only (behind a TLS proxy)", json_schema_extra=cli(flags=["--https-only"]))
+
+
+@command(label_app, "serve", LabelServeOptions)
+def label_serve(options: LabelServeOptions) -> None:
     """Run the annotation web app."""
     import uvicorn
 
     from synpref.label.app import create_app
 
-    console.print(f"synpref label on http://{host}:{port} (Ctrl-C to stop)")
-    uvicorn.run(create_app(workspace, db, https_only=https_only), host=host, port=port, log_level="warning")
+    console.print(f"synpref label on http://{options.host}:{options.port} (Ctrl-C to stop)")
+    web_app = create_app(options.workspace, options.db, https_only=options.https_only)
+    uvicorn.run(web_app, host=options.host, port=options.port, log_level="warning")
 
 
-@label_app.command("add-user")
-def label_add_user(
-    name: Annotated[str, typer.Argument(help="login name")],
-    workspace: WorkspaceArg,
-    role: Annotated[str, typer.Option(help="admin | annotator")] = "annotator",
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="at least 8 characters (prompted when left out)")] = "",
-    db: DbOption = None,
-) -> None:
+class LabelAddUserOptions(_Options):
+    name: str = _argument("login name")
+    workspace: Path = _workspace()
+    role: str = Field("annotator", description="admin | annotator")
+    password: str = Field(description="at least 8 characters (prompted when left out)", json_schema_extra=cli(secret=True))
+    db: Optional[str] = _db()
+
+
+@command(label_app, "add-user", LabelAddUserOptions)
+def label_add_user(options: LabelAddUserOptions) -> None:
     """Create a user of the annotation app."""
     from synpref.data.workspace import Workspace
     from synpref.label.db import default_url, open_database
     from synpref.label.users import add_user
 
-    ws = Workspace(workspace)
-    add_user(open_database(db or default_url(ws.root)), name, password, role)
-    console.print(f"added {role} {name!r}")
+    ws = Workspace(options.workspace)
+    add_user(open_database(options.db or default_url(ws.root)), options.name, options.password, options.role)
+    console.print(f"added {options.role} {options.name!r}")
 
 
-@label_app.command("export")
-def label_export(
-    workspace: WorkspaceArg,
-    db: DbOption = None,
-    output: Annotated[Optional[Path], typer.Option(help="JSONL file to write (default: WORKSPACE/label/gold-<time>.jsonl)")] = None,
-) -> None:
+class LabelExportOptions(_Options):
+    workspace: Path = _workspace()
+    db: Optional[str] = _db()
+    output: Optional[Path] = Field(None, description="JSONL file to write (default: WORKSPACE/label/gold-<time>.jsonl)")
+
+
+@command(label_app, "export", LabelExportOptions)
+def label_export(options: LabelExportOptions) -> None:
     """Write the gold set (JSONL, original orientation) and add decided pairs to the workspace."""
     from synpref.data.workspace import Workspace
     from synpref.label.db import default_url, open_database
     from synpref.label.export import export_gold
 
-    ws = Workspace(workspace)
-    with open_database(db or default_url(ws.root))() as session:
-        summary = export_gold(session, ws, output)
+    ws = Workspace(options.workspace)
+    with open_database(options.db or default_url(ws.root))() as session:
+        summary = export_gold(session, ws, options.output)
     print(json.dumps(summary, indent=2))
 
 
-def _serve_help(field: str) -> str:
-    from synpref.serve.config import ServeConfig
+class ServeOptions(ServeConfig):
+    model: str = Field(description="reward model: an embedded name, a Hugging Face id or a path")
+    host: str = Field("127.0.0.1", description="address to bind; loopback unless you mean to expose it")
+    port: int = Field(8000, description="port")
+    max_length: int = Field(4096, description="longest input in tokens; longer ones get 422 unless the request asks to truncate")
+    bf16: bool = Field(False, description="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")
 
-    return ServeConfig.model_fields[field].description
 
+@command(app, "serve", ServeOptions, flags={"api_keys": ["--api-key"], "keyless_clients": ["--keyless-client"]})
+def serve(options: ServeOptions) -> None:
+    """Serve a reward model over HTTP for RLHF trainers (OpenRLHF's /get_reward included).
 
-@app.command()
-def serve(
-    model: Annotated[str, typer.Option(help="reward model: an embedded name, a Hugging Face id or a path")],
-    host: Annotated[str, typer.Option(help="address to bind; loopback unless you mean to expose it")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
-    api_key: Annotated[Optional[list[str]], typer.Option(help="accepted Bearer key, repeatable; also SYNPREF_API_KEYS=k1,k2")] = None,
-    max_batch_tokens: Annotated[int, typer.Option(help=_serve_help("max_batch_tokens"))] = 16384,
-    model_batch_tokens: Annotated[Optional[int], typer.Option(help=_serve_help("model_batch_tokens"))] = None,
-    max_wait_ms: Annotated[float, typer.Option(help=_serve_help("max_wait_ms"))] = 5.0,
-    workers: Annotated[int, typer.Option(help=_serve_help("workers"))] = 1,
-    model_threads: Annotated[Optional[int], typer.Option(help=_serve_help("model_threads"))] = None,
-    max_queue: Annotated[int, typer.Option(help=_serve_help("max_queue"))] = 2048,
-    max_items: Annotated[int, typer.Option(help=_serve_help("max_items"))] = 512,
-    max_body_bytes: Annotated[int, typer.Option(help=_serve_help("max_body_bytes"))] = 8 * 2**20,
-    request_timeout_s: Annotated[float, typer.Option(help=_serve_help("request_timeout_s"))] = 60.0,
-    read_timeout_s: Annotated[float, typer.Option(help=_serve_help("read_timeout_s"))] = 10.0,
-    max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones get 422 unless the request asks to truncate")] = 4096,
-    keyless_client: Annotated[Optional[list[str]], typer.Option(help=_serve_help("keyless_clients") + "; repeatable")] = None,
-    bf16: Annotated[bool, typer.Option(help="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")] = False,
-    reward_spec: Annotated[Optional[Path], typer.Option(help=_serve_help("reward_spec"))] = None,
-    log_dir: Annotated[Optional[Path], typer.Option(help=_serve_help("log_dir"))] = None,
-) -> None:
-    """Serve a reward model over HTTP for RLHF trainers (OpenRLHF's /get_reward included)."""
+    API keys: --api-key (repeatable) and SYNPREF_API_KEYS=k1,k2.
+    """
     import os
 
     from synpref.rm.scorer import RewardScorer
     from synpref.serve.app import create_app
-    from synpref.serve.config import ServeConfig
     from synpref.serve.server import run, run_workers
 
-    keys = list(api_key or []) + [k for k in os.environ.get("SYNPREF_API_KEYS", "").split(",") if k]
-    config = ServeConfig(
-        max_batch_tokens=max_batch_tokens, model_batch_tokens=model_batch_tokens, max_wait_ms=max_wait_ms,
-        max_queue=max_queue, max_items=max_items, max_body_bytes=max_body_bytes,
-        request_timeout_s=request_timeout_s, read_timeout_s=read_timeout_s, api_keys=keys,
-        keyless_clients=list(keyless_client or []), reward_spec=reward_spec, log_dir=log_dir,
-        workers=workers, model_threads=model_threads,
-    )  # fmt: skip
+    keys = options.api_keys + [k for k in os.environ.get("SYNPREF_API_KEYS", "").split(",") if k]
+    config = ServeConfig.model_validate(options.model_dump(include=set(ServeConfig.model_fields)) | {"api_keys": keys})
+    model, host, port, workers = options.model, options.host, options.port, config.workers
     spec = _reward_spec_logged(config)  # before loading the model: a bad spec fails fast
     # Tokenization is batched on a thread of each HTTP process; Rust threads on top would fight the model for cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     scorer = RewardScorer.from_pretrained(
-        model, max_length=max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(bf16), show_progress=False
+        model, max_length=options.max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(options.bf16), show_progress=False
     )
     threads = _model_threads(scorer, config)
     mode = f"{workers} HTTP worker process(es) + model owner" if workers else "one process"
@@ -515,122 +519,140 @@ reward_app = typer.Typer(help="Hybrid rewards: rule-based verifiers beside the r
 app.add_typer(reward_app, name="reward")
 
 
-@reward_app.command("score")
-def reward_score(
-    spec: Annotated[Path, typer.Option(help="YAML reward spec (synpref/reward/spec.py)")],
-    data: Annotated[Path, typer.Option(help="JSONL of prompt, response, reference (optional: task; pair + preferred)")],
-    model: Annotated[str, typer.Option(help="reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path")],
-    output: Annotated[Path, typer.Option(help="folder for components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")],
-    max_length: Annotated[int, typer.Option(help="longest input in tokens; longer ones are cut")] = 4096,
-) -> None:
+class RewardScoreOptions(_Options):
+    spec: Path = Field(description="YAML reward spec (synpref/reward/spec.py)")
+    data: Path = Field(description="JSONL of prompt, response, reference (optional: task; pair + preferred)")
+    model: str = Field(description=MODEL_HELP)
+    output: Path = Field(description="folder for components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")
+    max_length: int = Field(4096, description=MAX_LENGTH_HELP)
+
+
+@command(reward_app, "score", RewardScoreOptions)
+def reward_score(options: RewardScoreOptions) -> None:
     """Reward components per item, and how often the RM and the verifier disagree."""
     from synpref.reward.offline import score_file
     from synpref.reward.spec import load_spec
 
-    reward_spec = load_spec(spec)
-    scorer = _local_scorer(model, max_length=max_length, show_progress=True)
-    score_file(data, reward_spec, scorer, output)
-    Console().print((output / "report.md").read_text(), highlight=False)
-    console.print(f"wrote {output}/components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")
+    reward_spec = load_spec(options.spec)
+    scorer = _local_scorer(options.model, max_length=options.max_length, show_progress=True)
+    score_file(options.data, reward_spec, scorer, options.output)
+    Console().print((options.output / "report.md").read_text(), highlight=False)
+    console.print(f"wrote {options.output}/components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")
 
 
 curate_app = typer.Typer(help="The curation loop: Stage 1 iterations, Stage 2 filtering, report, export.", no_args_is_help=True)
 app.add_typer(curate_app, name="curate")
-CurateConfigOption = Annotated[Optional[Path], typer.Option("--config", help="curation YAML (default: WORKSPACE/curate.yaml if present; see synpref/curate/config.py)")]
-CurateSetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a config value, e.g. stage2.margin=0.2 or rm.max_steps=50")]
-ExecutorOption = Annotated[Optional[str], typer.Option(help="local (default) or ray (RAY_ADDRESS picks a cluster; unset: a local runtime)")]
+CURATE_CONFIG_HELP = "curation YAML (default: WORKSPACE/curate.yaml if present; see synpref/curate/config.py)"
 
 
-def _curate_config(workspace: Path, config: Optional[Path], overrides: Optional[list[str]], executor: Optional[str]):
-    from synpref.curate.config import load_curate_config
+def _curate_command(name: str, model: type[BaseModel]):
+    """A curation command: its options are the `CurateConfig` (nested values through --set), its
+    YAML file WORKSPACE/curate.yaml unless --config names another."""
+    from synpref.curate.config import CONFIG_FILE
+
+    def default_config(given: dict[str, Any]) -> Path | None:
+        path = Path(given["workspace"]) / CONFIG_FILE
+        return path if path.is_file() else None
+
+    return command(curate_app, name, model, set_example="stage2.margin=0.2 or rm.max_steps=50",
+                   config_help=CURATE_CONFIG_HELP, default_config=default_config)  # fmt: skip
+
+
+def _curate_config(options: BaseModel):
+    """The workspace and the `CurateConfig` part of a curation command's options."""
+    from synpref.curate.config import CurateConfig
     from synpref.data.workspace import Workspace
 
-    extra = [f"executor={executor}"] if executor else []
-    return Workspace(workspace), load_curate_config(workspace, config, list(overrides or []) + extra)
+    return Workspace(options.workspace), CurateConfig.model_validate(options.model_dump(include=set(CurateConfig.model_fields)))
 
 
-@curate_app.command("stage1")
-def curate_stage1(
-    workspace: WorkspaceArg,
-    iterations: Annotated[Optional[int], typer.Option(help="iterations to reach (default: stage1.iterations); finished ones are skipped")] = None,
-    config: CurateConfigOption = None, set: CurateSetOption = None, executor: ExecutorOption = None,
-) -> None:
+class CurateStage1Options(CurateConfig):
+    workspace: Path = _workspace()
+    iterations: Optional[int] = Field(None, description="iterations to reach (default: stage1.iterations); finished ones are skipped")
+
+
+@_curate_command("stage1", CurateStage1Options)
+def curate_stage1(options: CurateStage1Options) -> None:
     """Train on silver, measure gold, retrieve similar pool pairs, LLM-judge them; N times, resumable."""
     from synpref.curate.stage1 import run_stage1
 
-    ws, curate_config = _curate_config(workspace, config, set, executor)
-    for summary in run_stage1(ws, curate_config, iterations=iterations, log=console.print):
+    ws, curate_config = _curate_config(options)
+    for summary in run_stage1(ws, curate_config, iterations=options.iterations, log=console.print):
         console.print(json.dumps(summary))
 
 
-@curate_app.command("stage2")
-def curate_stage2(workspace: WorkspaceArg, config: CurateConfigOption = None, set: CurateSetOption = None, executor: ExecutorOption = None) -> None:
+class CurateStage2Options(CurateConfig):
+    workspace: Path = _workspace()
+
+
+@_curate_command("stage2", CurateStage2Options)
+def curate_stage2(options: CurateStage2Options) -> None:
     """Gold RM + best RM over the pool, LLM judges below the band; keep/discard/flip with reasons."""
     from synpref.curate.stage2 import run_stage2
 
-    ws, curate_config = _curate_config(workspace, config, set, executor)
+    ws, curate_config = _curate_config(options)
     console.print(json.dumps(run_stage2(ws, curate_config, log=console.print)))
 
 
-@curate_app.command("ablation")
-def curate_ablation(
-    workspace: WorkspaceArg,
-    bench_dir: Annotated[Optional[Path], typer.Option(help="DIR/<benchmark>/ files: also score every condition's model (fold 1) on them")] = None,
-    folds: Annotated[int, typer.Option(help="gold is split into this many parts by a seeded hash; each is held out once")] = 3,
-    seed: Annotated[int, typer.Option(help="seed of the gold split, the random-subset control and the bootstrap")] = 0,
-    config: CurateConfigOption = None, set: CurateSetOption = None, executor: ExecutorOption = None,
-) -> None:
+class CurateAblationOptions(CurateConfig):
+    workspace: Path = _workspace()
+    bench_dir: Optional[Path] = Field(None, description="DIR/<benchmark>/ files: also score every condition's model (fold 1) on them")
+    folds: int = Field(3, description="gold is split into this many parts by a seeded hash; each is held out once")
+    seed: int = Field(0, description="seed of the gold split, the random-subset control and the bootstrap")
+
+
+@_curate_command("ablation", CurateAblationOptions)
+def curate_ablation(options: CurateAblationOptions) -> None:
     """Raw pool vs curated vs curated + flipped vs gold vs a random subset, on held-out gold with 95% intervals."""
     from synpref.curate.ablation import run_ablation
 
-    ws, curate_config = _curate_config(workspace, config, set, executor)
+    ws, curate_config = _curate_config(options)
     try:
-        results = run_ablation(ws, curate_config, folds=folds, seed=seed, bench_dir=bench_dir, log=console.print)
+        results = run_ablation(ws, curate_config, folds=options.folds, seed=options.seed, bench_dir=options.bench_dir, log=console.print)
     except KeyboardInterrupt:
         console.print("interrupted: finished steps are kept; run the same command again to continue")
         raise typer.Exit(130) from None
     for name, row in results["accuracy"].items():
         console.print(f"{name:>14}: {row['accuracy']:.4f}  [{row['low']:.4f}, {row['high']:.4f}]")
-    console.print(f"report: {ws.root / 'runs' / 'ablation' / 'report.html'} ({results['seconds']:.0f} s)")
+    console.print(f"report: {ws.run_dir('ablation') / 'report.html'} ({results['seconds']:.0f} s)")
 
 
-@curate_app.command("report")
-def curate_report(workspace: WorkspaceArg, output: Annotated[Optional[Path], typer.Option(help="folder (default: WORKSPACE/runs/curate-report)")] = None) -> None:
+class CurateReportOptions(_Options):
+    workspace: Path = _workspace()
+    output: Optional[Path] = Field(None, description="folder (default: WORKSPACE/runs/curate-report)")
+
+
+@command(curate_app, "report", CurateReportOptions)
+def curate_report(options: CurateReportOptions) -> None:
     """Markdown/HTML report with PNG plots: gold accuracy per iteration, kept/discarded/flipped, judge agreement."""
     from synpref.curate.report import write_report
     from synpref.data.workspace import Workspace
 
-    console.print(f"report written to {write_report(Workspace(workspace), output)}")
+    console.print(f"report written to {write_report(Workspace(options.workspace), options.output)}")
 
 
-@curate_app.command("export")
-def curate_export(
-    workspace: WorkspaceArg,
-    format: Annotated[str, typer.Option("--format", "-f", help="trl | jsonl | parquet | hf-dataset")] = "trl",
-    output: Annotated[Optional[Path], typer.Option(help="folder for curated/flipped/union (default: WORKSPACE/exports/curated)")] = None,
-) -> None:
+class CurateExportOptions(_Options):
+    workspace: Path = _workspace()
+    format: str = _format()
+    output: Optional[Path] = Field(None, description="folder for curated/flipped/union (default: WORKSPACE/exports/curated)")
+
+
+@command(curate_app, "export", CurateExportOptions)
+def curate_export(options: CurateExportOptions) -> None:
     """The curated set, the flipped set and their union, with provenance columns (origin, reason)."""
     from synpref.curate.export import export_curated
     from synpref.data.workspace import Workspace
 
-    ws = Workspace(workspace)
-    for name, (path, count) in export_curated(ws, format, output or ws.root / "exports" / "curated").items():
+    ws = Workspace(options.workspace)
+    for name, (path, count) in export_curated(ws, options.format, options.output or ws.root / "exports" / "curated").items():
         console.print(f"{name}: {count:,} pairs -> {path}")
 
 
-@app.command()
-def demo(
-    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="workspace directory (created if missing)")] = Path("demo-workspace"),
-    tiny: Annotated[bool, typer.Option(help="a minute-scale run with tiny data and models (CI's end-to-end test)")] = False,
-    pool: Annotated[Optional[Path], typer.Option(help="real pool (any ingest format) instead of the generated one")] = None,
-    gold: Annotated[Optional[Path], typer.Option(help="real human-labelled gold set (shared-data JSONL schema)")] = None,
-    bench_dir: Annotated[Optional[Path], typer.Option(help="DIR/<benchmark>/ files to evaluate the final model on")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the generated data (which pairs, which labels flipped)")] = 0,
-) -> None:
+@command(app, "demo", DemoOptions)
+def demo(options: DemoOptions) -> None:
     """Run the whole loop offline: prepare, attributes, Stage 1, Stage 2, train, evaluate, report."""
-    from synpref.demo.run import DemoOptions, check_options, run_demo
+    from synpref.demo.run import check_options, run_demo
 
-    options = DemoOptions(workspace=workspace, tiny=tiny, pool=pool, gold=gold, bench_dir=bench_dir, seed=seed)
     check_options(options)
     try:
         report = run_demo(options, log=lambda line: console.print(line, highlight=False, markup=False))

@@ -21,12 +21,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "synpref"
 LAYERS = (
     ("synpref", "errors"),  # the package root; errors a user can act on
     ("registry", "config"),  # the registry class; config files and --set
+    ("options",),  # command-line options built from config models
     ("data",),  # the data contract, Stage 0, the workspace store
     ("rm", "reward"),  # reward models; rule-based rewards
     ("annotate", "retrieval", "eval"),  # LLM judges; nearest neighbours; benchmarks
     ("label", "curate", "serve"),  # the annotation app; the curation loop; the reward server
     ("demo",),  # the whole pipeline
-    ("options",),  # command-line options built from config models
     ("cli",),  # the command line
     ("__main__",),  # python -m synpref
 )

@@ -76,7 +76,7 @@ def run_job(
     finished = {record_key(r): r for r in log.read() if r["final"]}
     pending = [(u, j) for u, j in units if unit_key(u, first_request(task, u, j, config)) not in finished]
     summary.already_done = len(units) - len(pending)
-    asyncio.run(run_units(pending, task, config, RequestCache(workspace.root / "cache" / "llm"), log, summary, progress))
+    asyncio.run(run_units(pending, task, config, RequestCache(workspace.llm_cache_dir), log, summary, progress))
     records = latest(log.read(), "pair_id", "judge", "part")
     write_parquet(records, task_dir(workspace.root, task_name) / "samples.parquet")
     if task_name == "judge":

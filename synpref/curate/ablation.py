@@ -86,7 +86,7 @@ def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, 
     fold: the workspace itself, all of its gold driving the loop.
     """
     started = time.perf_counter()
-    root = workspace.root / "runs" / "ablation"
+    root = workspace.run_dir("ablation")
     root.mkdir(parents=True, exist_ok=True)
     gold = [p for _, p in workspace.iter_pairs("gold")]
     pool = [p for _, p in workspace.iter_pairs("pool")]
@@ -139,13 +139,13 @@ def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair],
 
     stage1 = run_stage1(fold, config, log=log)
     stage2 = run_stage2(fold, config, log=log)
-    decisions = {r["id"]: r for r in pq.read_table(fold.root / "runs" / "stage2" / "decisions.parquet").to_pylist()}
+    decisions = {r["id"]: r for r in pq.read_table(fold.decisions_file).to_pylist()}
     sets = condition_sets(pool, [p for _, p in fold.iter_pairs("gold")], decisions, seed)
     heldout = {LONGER: [len(p.chosen.content) > len(p.rejected.content) for p in held_out]}
     sizes = {}
     for name in CONDITIONS:
         heldout[name], sizes[name] = _condition(fold, config, name, sets[name], held_out, conditions / name.replace("+", "-"), log)
-    gate = fold.root / "runs" / "judge-gate" / "gating.json"
+    gate = fold.run_dir("judge-gate") / "gating.json"
     judges = json.loads(gate.read_text()) if gate.is_file() else []
     return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout, "judges": judges,
             "heldout_ids": [p.id for p in held_out], "decisions": decisions, "pool_sources": {p.id: p.source for p in pool}}

@@ -82,16 +82,18 @@ class JudgeGateConfig(BaseModel):
 class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    embedder: str = "minilm-l6"  # sentence-transformers model: embedded name, path or Hub id
-    exact_index_max: int = Field(200_000, ge=0)  # larger pools get an HNSW index instead of exact search
-    k_max: int = Field(8, ge=1)  # neighbours per gold pair the RM gets wrong (the paper's 8)
+    embedder: str = Field("minilm-l6", description="sentence-transformers model: embedded name, path or Hub id")
+    exact_index_max: int = Field(200_000, ge=0, description="larger pools get an HNSW index instead of exact search")
+    k_max: int = Field(8, ge=1, description="neighbours per gold pair the RM gets wrong (the paper's 8)")
     judges: Optional[JobConfig] = None  # LLM judges; required unless stage2.rule is gold_and_best
     rm: dict[str, Any] = Field(default_factory=_default_rm)  # TrainConfig keys for every RM trained here
-    score_max_length: int = Field(512, ge=8)  # tokens per scored input (longer keep their end)
-    token_budget: int = Field(8192, ge=64)  # tokens per scoring batch, padding included
-    shard_size: int = Field(256, ge=1)  # pairs per Parquet shard: the unit of work and of resume
-    executor: Literal["local", "ray"] = "local"  # ray: shards run as ray.data map_batches tasks
-    ray_workers: int = Field(2, ge=1)  # concurrent Ray actors (each loads the models once)
+    score_max_length: int = Field(512, ge=8, description="tokens per scored input (longer keep their end)")
+    token_budget: int = Field(8192, ge=64, description="tokens per scoring batch, padding included")
+    shard_size: int = Field(256, ge=1, description="pairs per Parquet shard: the unit of work and of resume")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local, or ray: shards run as ray.data map_batches tasks (RAY_ADDRESS picks a cluster; unset: a local runtime)"
+    )
+    ray_workers: int = Field(2, ge=1, description="concurrent Ray actors (each loads the models once)")
     stage1: Stage1Config = Field(default_factory=Stage1Config)
     stage2: Stage2Config = Field(default_factory=Stage2Config)
     judge_gate: JudgeGateConfig = Field(default_factory=JudgeGateConfig)

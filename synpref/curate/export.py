@@ -29,7 +29,7 @@ def curated_rows(workspace) -> list[tuple[str, PreferencePair, dict[str, Any]]]:
 
     from synpref.curate.stage1 import last_state
 
-    decisions_file = workspace.root / "runs" / "stage2" / "decisions.parquet"
+    decisions_file = workspace.decisions_file
     if not decisions_file.is_file():
         raise SynprefError("curate export: no Stage 2 decisions; run `synpref curate stage2` first")
     decisions = {row["id"]: row for row in pq.read_table(decisions_file).to_pylist()}

@@ -17,9 +17,9 @@ def collect(workspace) -> dict[str, Any]:
     from synpref.curate.stage1 import finished_iterations
 
     figures: dict[str, Any] = {"stage1": [json.loads((p / "summary.json").read_text()) for p in finished_iterations(workspace)]}
-    stage2 = workspace.root / "runs" / "stage2"
+    stage2 = workspace.run_dir("stage2")
     figures["stage2"] = json.loads((stage2 / "summary.json").read_text()) if (stage2 / "summary.json").is_file() else None
-    figures["decisions"] = pq.read_table(stage2 / "decisions.parquet").to_pylist() if (stage2 / "decisions.parquet").is_file() else []
+    figures["decisions"] = pq.read_table(workspace.decisions_file).to_pylist() if workspace.decisions_file.is_file() else []
     figures["stage2_judges"] = judge_agreement(figures["decisions"])
     figures["reasons"] = _reason_counts(figures["decisions"])
     return figures
@@ -49,7 +49,7 @@ def _reason_counts(decisions: list[dict[str, Any]]) -> list[tuple[str, str, int]
 def write_report(workspace, output: Path | None = None) -> Path:
     from markdown_it import MarkdownIt
 
-    output = Path(output or workspace.root / "runs" / "curate-report")
+    output = Path(output or workspace.run_dir("curate-report"))
     output.mkdir(parents=True, exist_ok=True)
     figures = collect(workspace)
     plots = _plots(figures, output)

@@ -29,7 +29,7 @@ SILVER_VERDICTS = ("chosen", "rejected", "seed")  # a verdict that gives the pai
 
 
 def stage1_dir(workspace) -> Path:
-    return workspace.root / "runs" / "stage1"
+    return workspace.run_dir("stage1")
 
 
 def finished_iterations(workspace) -> list[Path]:
@@ -65,7 +65,7 @@ def stage2_discarded(workspace) -> set[str]:
     """Pairs a Stage 2 run already discarded: never retrieved again."""
     import pyarrow.parquet as pq
 
-    path = workspace.root / "runs" / "stage2" / "decisions.parquet"
+    path = workspace.decisions_file
     if not path.is_file():
         return set()
     return {r["id"] for r in pq.read_table(path, columns=["id", "action"]).to_pylist() if r["action"] == "discard"}
@@ -222,7 +222,7 @@ def judges_with_say(workspace, config: CurateConfig, gold) -> dict[str, Any] | N
     if not config.judge_gate.enabled:
         return job
     gate = config.judge_gate
-    directory = workspace.root / "runs" / "judge-gate"
+    directory = workspace.run_dir("judge-gate")
     return gate_judges(workspace.root, job, gold, directory, size=gate.calibration_pairs, alpha=gate.alpha, seed=gate.seed)[0]
 
 

@@ -32,7 +32,7 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
     from synpref.curate.stage1 import last_state
 
     started = time.perf_counter()
-    run = workspace.root / "runs" / "stage2"
+    run = workspace.run_dir("stage2")
     run.mkdir(parents=True, exist_ok=True)
     gold_model = config.stage2.gold_model or _train_gold_rm(workspace, config, run)
     best_model = config.stage2.best_model or _best_model_from_stage1(workspace)
@@ -49,7 +49,7 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
     if config.stage2.scope == "all" and config.stage2.best_model is None and config.stage2.cross_fit:
         _apply_out_of_fold(scores, _out_of_fold(workspace, config, run, best_model, log))
     judgments = _judge(workspace, config, run, shards, scores)
-    return _write_decisions(run, config, scores, judgments, started, ran)
+    return _write_decisions(workspace, config, scores, judgments, started, ran)
 
 
 def _train_gold_rm(workspace, config: CurateConfig, run: Path) -> str:
@@ -163,7 +163,7 @@ def _judge(workspace, config: CurateConfig, run: Path, shards: list[Path], score
     return {row["id"]: row for row in _read_outputs(run / "judgments", shards)}
 
 
-def _write_decisions(run: Path, config: CurateConfig, scores, judgments, started: float, ran: int) -> dict[str, Any]:
+def _write_decisions(workspace, config: CurateConfig, scores, judgments, started: float, ran: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -181,11 +181,11 @@ def _write_decisions(run: Path, config: CurateConfig, scores, judgments, started
         })
     schema = pa.schema([("id", pa.string()), ("action", pa.string()), ("reason", pa.string()), ("annotated", pa.bool_()),
                         ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64())])
-    write_table_atomic(pq, pa.Table.from_pylist(rows, schema=schema), run / "decisions.parquet")
+    write_table_atomic(pq, pa.Table.from_pylist(rows, schema=schema), workspace.decisions_file)
     counts = {action: sum(r["action"] == action for r in rows) for action in ("keep", "discard", "flip")}
     summary = {"pairs": len(rows), **counts, "annotated": sum(r["annotated"] for r in rows),
                "best_p_out_of_fold": sum(r["best_p_out_of_fold"] for r in rows),
                "rule": stage2.rule, "margin": stage2.margin, "flip_option": stage2.flip,
                "shards_scored_now": ran, "seconds": round(time.perf_counter() - started, 1)}
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    (workspace.run_dir("stage2") / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from synpref.config import load_yaml, set_dotted, validated
+from synpref.config import load_yaml, validated
 from synpref.data.stage0 import PrepareConfig
 from synpref.errors import SynprefError
 
@@ -76,6 +76,20 @@ class Workspace:
     @property
     def ingest_dir(self) -> Path:
         return self._dir("ingest")
+
+    def run_dir(self, step: str) -> Path:
+        """runs/<step>/: what one step writes (stage1, stage2, judge-gate, ablation, eval, demo, ...)."""
+        return self.root / "runs" / step
+
+    @property
+    def decisions_file(self) -> Path:
+        """Stage 2's decision on each pool pair, with its reason (synpref/curate/stage2.py)."""
+        return self.run_dir("stage2") / "decisions.parquet"
+
+    @property
+    def llm_cache_dir(self) -> Path:
+        """LLM responses by request hash (synpref/annotate/cache.py)."""
+        return self.root / "cache" / "llm"
 
     def _dir(self, name: str) -> Path:
         path = self.root / name
@@ -159,11 +173,3 @@ def _latest_copies(shards: list[Path]):
 
 def load_config(path: Path) -> WorkspaceConfig:
     return validated(WorkspaceConfig, load_yaml(path, f"{path}: not valid YAML") or {}, str(path))
-
-
-def apply_overrides(config: WorkspaceConfig, overrides: list[str]) -> WorkspaceConfig:
-    """`--set prepare.max_message_chars=5000`: command line over YAML over defaults."""
-    data = config.model_dump()
-    for override in overrides:
-        set_dotted(data, override)
-    return validated(WorkspaceConfig, data, "--set")

@@ -20,22 +20,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from synpref.demo.data import DemoSizes, write_demo_data
 from synpref.errors import SynprefError
+from synpref.options import cli
 
 STEPS = ("data", "ingest", "attributes", "stage1", "stage2", "ablation", "train", "evaluate", "report")
 
 
-@dataclass
-class DemoOptions:
-    workspace: Path
-    tiny: bool = False
-    pool: Path | None = None  # real data instead of the generated pool
-    gold: Path | None = None  # real human-labelled gold (JSONL in the shared-data schema)
-    bench_dir: Path | None = None  # benchmarks to evaluate on (DIR/<name>/)
-    seed: int = 0
+class DemoOptions(BaseModel):
+    """The options of `synpref demo` (the CLI is built from these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: Path = Field(Path("demo-workspace"), description="workspace directory (created if missing)",
+                            json_schema_extra=cli(flags=["--workspace", "-w"]))  # fmt: skip
+    tiny: bool = Field(False, description="a minute-scale run with tiny data and models (CI's end-to-end test)")
+    pool: Optional[Path] = Field(None, description="real pool (any ingest format) instead of the generated one")
+    gold: Optional[Path] = Field(None, description="real human-labelled gold set (shared-data JSONL schema)")
+    bench_dir: Optional[Path] = Field(None, description="DIR/<benchmark>/ files to evaluate the final model on")
+    seed: int = Field(0, description="seed of the generated data (which pairs, which labels flipped)")
 
 
 @dataclass
@@ -96,7 +103,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> Path:
     if not (options.workspace / CONFIG_FILE).exists():
         Workspace.init(options.workspace, name="synpref-demo")
     workspace = Workspace(options.workspace)
-    state = DemoState(workspace.root / "runs" / "demo" / "steps.json")
+    state = DemoState(workspace.run_dir("demo") / "steps.json")
     context = _Context(options, workspace, Budget.for_options(options), state, log)
     for step in STEPS:
         if state.done(step):
@@ -172,10 +179,10 @@ class _Context:
         files = self.state.steps["data"]["files"]
         results = run_ablation(self.workspace, self._curate_config(), held_out=load_pairs(files["test"]), log=self.log)
         result: dict[str, Any] = {"accuracy": results["accuracy"], "differences": results["differences"],
-                                  "report": str(self.workspace.root / "runs" / "ablation" / "report.md")}
+                                  "report": str(self.workspace.run_dir("ablation") / "report.md")}
         truth = Path(files["truth"])
         if truth.exists() and not self.options.pool:
-            result["noise"] = noise_recovery(truth, self.workspace.root / "runs" / "stage2" / "decisions.parquet")
+            result["noise"] = noise_recovery(truth, self.workspace.decisions_file)
         return result
 
     def train(self) -> dict[str, Any]:
@@ -184,7 +191,7 @@ class _Context:
         import sys
 
         union = self.state.steps["stage2"]["exports"]["union"][0]
-        output = self.workspace.root / "runs" / "final-rm"
+        output = self.workspace.run_dir("final-rm")
         steps = self.budget.final_steps
         command = [
             sys.executable, "-m", "synpref", "train", "--data", union, "--output", str(output),
@@ -201,17 +208,18 @@ class _Context:
     def evaluate(self) -> dict[str, Any]:
         from synpref.eval.evaluate import evaluate, write_results
         from synpref.rm.data import load_pairs
+        from synpref.rm.metrics import pairwise_accuracy
         from synpref.rm.scorer import RewardScorer
 
         scorer = RewardScorer.from_pretrained(self.state.steps["train"]["model"], max_length=512, show_progress=False)
         test = load_pairs(self.state.steps["data"]["files"]["test"])
         chosen, rejected = scorer.score_pairs(test)
-        held_out = sum(c > r for c, r in zip(chosen, rejected)) / len(test)
+        held_out = pairwise_accuracy(chosen, rejected)
         result: dict[str, Any] = {"held_out_accuracy": held_out, "held_out_pairs": len(test)}
         names = self._benchmarks_present()
         if names:
             run = evaluate(scorer, names, self.options.bench_dir)
-            written = write_results(run, self.workspace.root / "runs" / "eval", self.state.steps["train"]["model"])
+            written = write_results(run, self.workspace.run_dir("eval"), self.state.steps["train"]["model"])
             result["benchmarks"] = {name: r.score for name, r in run.results.items()}
             result["files"] = [str(p) for p in written]
         return result
