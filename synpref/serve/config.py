@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ServeConfig(BaseModel):
-    """Server settings (the CLI options of `synpref serve`)."""
+    """Server settings (the CLI options of `synpref serve`).
+
+    Optional fields are spelled `Optional[x]`: the CLI generator (`synpref.options`) reads
+    `typing.Union`, not `x | None`, and would leave those options out."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_batch_tokens: int = Field(16384, gt=0, description="tokens the worker gathers from waiting requests into one scoring call")
-    model_batch_tokens: int | None = Field(
+    model_batch_tokens: Optional[int] = Field(
         None, gt=0,
         description="tokens per forward pass, padding included (default: 16384 on a GPU, 1024 on CPU, where larger batches are slower)",
     )  # fmt: skip
@@ -23,7 +27,7 @@ class ServeConfig(BaseModel):
         description="HTTP worker processes in front of one model-owner process (0: HTTP and model in one process, "
         "where the model thread waits for the event loop's GIL)",
     )  # fmt: skip
-    model_threads: int | None = Field(
+    model_threads: Optional[int] = Field(
         None, gt=0,
         description="CPU threads of the model (default on CPU: one per core less one per HTTP process, at least 1, "
         "so the HTTP side never preempts the model's threads)",
@@ -42,10 +46,10 @@ class ServeConfig(BaseModel):
         description="client addresses or networks (e.g. 10.0.0.0/8) that need no key: RLHF trainers on a trusted network, which send none",
     )  # fmt: skip
 
-    reward_spec: Path | None = Field(
+    reward_spec: Optional[Path] = Field(
         None, description="YAML reward spec: verifiers and how to combine them with the RM (synpref/reward/spec.py); /get_reward then reads labels",
     )  # fmt: skip
-    log_dir: Path | None = Field(
+    log_dir: Optional[Path] = Field(
         None, description="folder for serve.log and the resolved reward spec (default: logs to stderr, the spec logged there)",
     )  # fmt: skip
 
