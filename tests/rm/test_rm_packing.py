@@ -99,7 +99,7 @@ def test_packed_training_loss_equals_padded_on_the_same_batch(backbone):
     from synpref.rm.trainer import pair_rewards
 
     name, model, tokenizer = backbone
-    formatter = RewardFormatter(tokenizer, max_length=512)
+    formatter = RewardFormatter(tokenizer, max_length=192)
     conversations = conversations_from_20_to_2000_tokens(formatter, count=8, seed=1)[:4]
     pairs = [(formatter.encode_messages(c), formatter.encode_messages(c[:-1] + [Message(role="assistant", content="No.")]))
              for c in conversations]
