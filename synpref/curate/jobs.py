@@ -6,25 +6,20 @@ models are loaded on first use and kept for the next shards.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synpref.curate.shards import write_table_atomic
-from synpref.data.models import Message, PreferencePair
+from synpref.data.models import PreferencePair
 
 
 def read_shard_pairs(path: Path) -> list[PreferencePair]:
     import pyarrow.parquet as pq
 
-    return [
-        PreferencePair.model_construct(
-            id=row["id"], conversation=[Message(**m) for m in row["conversation"]], chosen=Message(**row["chosen"]),
-            rejected=Message(**row["rejected"]), source=row["source"], meta=json.loads(row["meta"]),
-        )
-        for row in pq.read_table(path).to_pylist()
-    ]
+    from synpref.data.workspace import pair_from_row
+
+    return [pair_from_row(row) for row in pq.read_table(path).to_pylist()]
 
 
 @dataclass

@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
 
 from synpref.data.readers import READERS, detect_format
 from synpref.data.sources import Source, open_source, sample_records
@@ -37,7 +36,7 @@ from synpref.data.stage0 import (
     init_worker,
     prepare_chunk,
 )
-from synpref.data.workspace import Workspace, write_json_atomic
+from synpref.data.workspace import IngestRun, SourceCounts, Workspace, write_json_atomic
 from synpref.errors import SynprefError
 
 CHUNK_ITEMS = 1000
@@ -55,34 +54,6 @@ class IngestOptions:
     decontaminate_against: list[str] = field(default_factory=list)  # files or benchmark names
     bench_dir: Path | None = None  # where benchmark names find their files
     workers: int = max(1, min(os.cpu_count() or 1, 8))
-
-
-class SourceCounts(BaseModel):
-    spec: str
-    format: str
-    read: int = 0
-    kept: int = 0
-    duplicates: int = 0
-    contaminated: int = 0
-    quarantined: int = 0
-    contaminated_by: dict[str, int] = Field(default_factory=dict)
-    position: int = 0  # number of the last item committed
-    done: bool = False
-
-    def balances(self) -> bool:
-        return self.read == self.kept + self.duplicates + self.contaminated + self.quarantined
-
-
-class IngestRun(BaseModel):
-    run_id: str
-    fingerprint: str
-    status: str = "running"
-    started_at: str
-    finished_at: str | None = None
-    sources: list[SourceCounts]
-    decontamination: dict[str, dict[str, int]] = Field(default_factory=dict)
-    shards: list[str] = Field(default_factory=list)
-    quarantine: list[str] = Field(default_factory=list)
 
 
 def load_benchmark_prompts(specs: list[str], bench_dir: Path | None = None, benchmark_prompts=None) -> dict[str, list[str]]:

@@ -8,9 +8,12 @@
 Only shards named in a manifest belong to the workspace: a shard left behind by an
 interrupted run is not visible, and the next ingest removes it.
 
-A pair id is in one split. Ingest never stores an id twice, but the gold export of the label
-app (synpref/label/export.py) appends a judged pool pair again under its new split: the copy
-in the later shard wins, and `pair_table` and `iter_pairs` show only that one.
+A pair id is in one split. Ingest never stores an id twice; `add_pairs` (the label app's gold
+export) moves a pair to another split by storing it again: the copy in the later shard wins,
+and `pair_table` and `iter_pairs` show only that one.
+
+The store owns the row format (`PAIR_SCHEMA` rows <-> `pair_from_row`), the manifests, and every
+path a step writes under the workspace (`run_dir`, `decisions_file`, `llm_cache_dir`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +48,35 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
+
+
+# An ingest manifest: what one run read, kept and wrote. Only shards a manifest names are visible.
+class SourceCounts(BaseModel):
+    spec: str
+    format: str
+    read: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    contaminated: int = 0
+    quarantined: int = 0
+    contaminated_by: dict[str, int] = Field(default_factory=dict)
+    position: int = 0  # number of the last item committed
+    done: bool = False
+
+    def balances(self) -> bool:
+        return self.read == self.kept + self.duplicates + self.contaminated + self.quarantined
+
+
+class IngestRun(BaseModel):
+    run_id: str
+    fingerprint: str
+    status: str = "running"
+    started_at: str
+    finished_at: str | None = None
+    sources: list[SourceCounts]
+    decontamination: dict[str, dict[str, int]] = Field(default_factory=dict)
+    shards: list[str] = Field(default_factory=list)
+    quarantine: list[str] = Field(default_factory=list)
 
 
 class Workspace:
@@ -126,8 +159,6 @@ class Workspace:
         """(split, PreferencePair) for every stored pair, shard by shard, each id once."""
         import pyarrow.parquet as pq
 
-        from synpref.data.models import Message, PreferencePair
-
         shards = self.shards()
         latest = _latest_copies(shards)
         position = -1
@@ -139,17 +170,48 @@ class Workspace:
                         continue  # an older copy: the pair has moved to another split since
                     if split is not None and row["split"] != split:
                         continue
-                    yield row["split"], PreferencePair.model_construct(
-                        id=row["id"],
-                        conversation=[Message(**m) for m in row["conversation"]],
-                        chosen=Message(**row["chosen"]),
-                        rejected=Message(**row["rejected"]),
-                        source=row["source"],
-                        meta=json.loads(row["meta"]),
-                    )
+                    yield row["split"], pair_from_row(row)
+
+    def add_pairs(self, rows: list[tuple[str, Any]], run_id: str, spec: str, format: str) -> int:
+        """Append (split, PreferencePair) rows as one shard with its manifest (shard first, then the
+        manifest that makes it visible). A pair already stored under another split moves: the
+        later copy wins in `pair_table` and `iter_pairs`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from synpref.data.stage0 import PAIR_SCHEMA
+
+        if not rows:
+            return 0
+        table = [{**pair.model_dump(mode="json"), "split": split, "meta": json.dumps(pair.meta, ensure_ascii=False)} for split, pair in rows]
+        shard = f"{run_id}-00001.parquet"
+        # Under a dot name until complete: pyarrow.dataset skips such files, so an interrupted
+        # write never leaves a half-written shard in pairs/ (the next ingest removes it).
+        draft = self.pairs_dir / f".{shard}.tmp"
+        pq.write_table(pa.Table.from_pylist(table, schema=PAIR_SCHEMA), draft, compression="zstd")
+        os.replace(draft, self.pairs_dir / shard)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        counts = SourceCounts(spec=spec, format=format, read=len(rows), kept=len(rows), done=True)
+        run = IngestRun(run_id=run_id, fingerprint=run_id, status="done", started_at=now, finished_at=now, sources=[counts], shards=[shard])
+        write_json_atomic(self.ingest_dir / f"{run_id}.json", run.model_dump())
+        return len(rows)
 
     def existing_ids(self) -> set[str]:
         return set(self.pair_table(columns=["id"]).column("id").to_pylist())
+
+
+def pair_from_row(row: dict[str, Any]):
+    """The `PreferencePair` of a stored row (`PAIR_SCHEMA`), trusted: it was validated on the way in."""
+    from synpref.data.models import Message, PreferencePair
+
+    return PreferencePair.model_construct(
+        id=row["id"],
+        conversation=[Message(**m) for m in row["conversation"]],
+        chosen=Message(**row["chosen"]),
+        rejected=Message(**row["rejected"]),
+        source=row["source"],
+        meta=json.loads(row["meta"]),
+    )
 
 
 def _latest_copies(shards: list[Path]):

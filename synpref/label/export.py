@@ -15,7 +15,6 @@ its old split: the workspace shows the latest copy of each id (synpref/data/work
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,18 +159,8 @@ def workspace_row(record: dict[str, Any]) -> tuple[str, PreferencePair] | None:
 
 
 def add_to_workspace(workspace, records: list[dict[str, Any]], stamp: str) -> int:
-    """Append one Parquet shard and its manifest; pairs already in that split are left out.
-
-    Written like an ingest run (shard first, then the manifest that makes it visible), because
-    ingest itself would drop a gold pair as a duplicate of its own pool copy.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from synpref.data.ingest import IngestRun, SourceCounts
-    from synpref.data.stage0 import PAIR_SCHEMA
-    from synpref.data.workspace import write_json_atomic
-
+    """Add the decided pairs to the workspace as one shard; pairs already in that split are left
+    out. Not through ingest, which would drop a gold pair as a duplicate of its own pool copy."""
     present = workspace.pair_table(columns=["id", "split"]).to_pylist()
     present = {(row["split"], row["id"]) for row in present}
     rows = []
@@ -179,20 +168,6 @@ def add_to_workspace(workspace, records: list[dict[str, Any]], stamp: str) -> in
         target = workspace_row(record)
         if target is None or (target[0], target[1].id) in present:
             continue
-        split, pair = target
-        present.add((split, pair.id))
-        rows.append({**pair.model_dump(mode="json"), "split": split, "meta": json.dumps(pair.meta, ensure_ascii=False)})
-    if not rows:
-        return 0
-    run_id = f"label-{stamp}"
-    shard = f"{run_id}-00001.parquet"
-    # Under a dot name until complete: pyarrow.dataset skips such files, so an interrupted
-    # export never leaves a half-written shard in pairs/ (the next ingest removes it).
-    draft = workspace.pairs_dir / f".{shard}.tmp"
-    pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), draft, compression="zstd")
-    os.replace(draft, workspace.pairs_dir / shard)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    counts = SourceCounts(spec="synpref label export", format="synpref-label", read=len(rows), kept=len(rows), done=True)
-    run = IngestRun(run_id=run_id, fingerprint=run_id, status="done", started_at=now, finished_at=now, sources=[counts], shards=[shard])
-    write_json_atomic(workspace.ingest_dir / f"{run_id}.json", run.model_dump())
-    return len(rows)
+        present.add((target[0], target[1].id))
+        rows.append(target)
+    return workspace.add_pairs(rows, f"label-{stamp}", spec="synpref label export", format="synpref-label")
