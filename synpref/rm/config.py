@@ -43,7 +43,7 @@ class TrainConfig:
     center_rewards_coef: float = option(0.0, "reward-centering weight: adds coef * mean((r_chosen + r_rejected)^2)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast dtype; bf16 is fast on GPUs and CPUs with bf16 units")
-    packing: Literal["pairs", "sequences", "off"] = option("pairs", "pairs: no padding, each pair one tree whose shared prompt is computed once (decoders; encoders pack sequences); sequences: no padding, chosen and rejected apart; off: padded batches")
+    packing: Literal["pairs", "sequences", "off"] = option("pairs", "pairs: no padding, and a pair whose prompt + both replies fit in the batch's longest sequence is one tree, its shared prompt computed once (decoders; encoders pack sequences); sequences: no padding, chosen and rejected apart; off: padded batches")
     group_by_length: bool = option(True, "batch pairs of similar length together (little padding)")
     eval_every: int = option(0, "evaluate on --gold every N optimizer steps (0: only at the end)")
     save_every: int = option(0, "write a resumable checkpoint every N optimizer steps (0: never)")
