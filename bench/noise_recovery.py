@@ -1,7 +1,7 @@
 """Controlled noise-recovery experiment for Stage 2 (issue 7, acceptance 2).
 
 A preference set whose right answers the generator knows (sums, repeating a word; see
-synpref/curate/synthetic.py), 30% of its labels flipped at random, a small clean gold set and
+synpref/curate/known_answers.py), 30% of its labels flipped at random, a small clean gold set and
 a clean held-out set. Stage 2 runs with a real backbone (MiniLM by default) and the RM-only
 rule variant (`gold_and_best`: keep iff the gold RM and the best RM agree with the label;
 the local SmolLM2 judge is near chance, so it is left out here). The best RM is the one
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synpref.curate.config import CurateConfig  # noqa: E402
-from synpref.curate.synthetic import flip_labels, objective_records  # noqa: E402
+from synpref.curate.known_answers import flip_labels, objective_records  # noqa: E402
 from synpref.data.ingest import IngestOptions, ingest  # noqa: E402
 from synpref.data.workspace import Workspace  # noqa: E402
 

@@ -9,7 +9,7 @@
     aggregate.py   self-consistency within a model, then majority or weighted across models
     store.py       append-only result logs (JSONL) and their Parquet snapshots
     runner.py      `run_job`: resumable, bounded-concurrency execution of a task
-    agreement.py   agreement with human gold labels, between judges, and position bias
+    judge_agreement.py  agreement with human gold labels, between judges, and position bias
 
 Importing this package does not import openai or torch; the backends do when they start.
 """

@@ -230,7 +230,7 @@ def account(summary: JobSummary, record: dict, judge: JudgeConfig, completion) -
 
 def aggregate_finished(workspace, units, task: Task, config: JobConfig) -> int:
     """Append a `Judgment` for each pair whose units are all final and not yet aggregated."""
-    from synpref.annotate.agreement import gold_agreement
+    from synpref.annotate.judge_agreement import gold_agreement
 
     records = {record_key(r): r for r in samples_log(workspace.root, "judge").read() if r["final"]}
     by_pair: dict[str, list] = defaultdict(list)

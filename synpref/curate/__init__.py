@@ -2,7 +2,7 @@
 
     config.py    CurateConfig: every option, its default and why, in one place
     decision.py  the Stage 2 keep / annotate / discard / flip rule, a pure function
-    shards.py    the pool as Parquet shards, and the executors (in-process, Ray) over them
+    executors.py the pool as Parquet shards, and the executors (in-process, Ray) over them
     jobs.py      the per-shard functions: embed, score, judge
     judging.py   LLM judging of a given list of pairs through the annotation engine
     training.py  RM training and gold p, shared by both stages
@@ -10,5 +10,5 @@
     stage2.py    gold RM + best RM over the whole pool, then the rule; decisions with reasons
     report.py    Markdown/HTML report and PNG plots of a run
     export.py    curated, flipped and union sets in the export formats, with provenance
-    synthetic.py objective pairs with a known answer, for the noise-recovery bench and tests
+    known_answers.py  objective pairs with a known answer, for the noise-recovery bench and tests
 """

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synpref.curate.shards import write_table_atomic
+from synpref.curate.executors import write_table_atomic
 from synpref.data.models import PreferencePair
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from synpref.curate.config import CurateConfig
+from synpref.curate.executors import run_shards, write_shards, write_table_atomic
 from synpref.curate.jobs import EmbedJob
-from synpref.curate.shards import run_shards, write_shards, write_table_atomic
 from synpref.curate.training import gold_file, gold_probabilities, train_reward_model, write_pairs
 from synpref.errors import SynprefError
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from synpref.curate.config import CurateConfig
 from synpref.curate.decision import decide, needs_annotation
+from synpref.curate.executors import run_shards, write_shards, write_table_atomic
 from synpref.curate.jobs import JudgeJob, ScoreJob
-from synpref.curate.shards import run_shards, write_shards, write_table_atomic
 from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
 from synpref.errors import SynprefError
 

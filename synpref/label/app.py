@@ -5,7 +5,7 @@ Security (DESIGN.md, non-functional rules): every route but /login and /static d
 (annotator: 403); every POST depends on `form_with_csrf` (the session's token must come back
 in the form); the session cookie (signed, HttpOnly, SameSite=Strict) names a server-side
 session that logout deletes (logins.py), and failed logins back off per name and address;
-an annotator opens and submits only pairs open to them (`queue.may_judge`, else 403); model
+an annotator opens and submits only pairs open to them (`work_queue.may_judge`, else 403); model
 text goes through `render.markdown` and everything else through Jinja2's autoescaping; a
 Content Security Policy forbids inline scripts as a second line of defence.
 """
@@ -28,8 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.middleware.sessions import SessionMiddleware
 
 from synpref.errors import SynprefError
-from synpref.label import queue
-from synpref.label.agreement import krippendorff_alpha, pairwise_kappa
+from synpref.label import work_queue
+from synpref.label.annotator_agreement import krippendorff_alpha, pairwise_kappa
 from synpref.label.db import (
     JudgmentRow,
     QueueItem,
@@ -105,8 +105,8 @@ def create_app(workspace_root: str | Path, db_url: str | None = None, https_only
     async def to_login(request: Request, _error: LoginRequired):
         return RedirectResponse("/login", status_code=303)
 
-    @app.exception_handler(queue.BadSubmission)
-    async def bad_submission(request: Request, error: queue.BadSubmission):
+    @app.exception_handler(work_queue.BadSubmission)
+    async def bad_submission(request: Request, error: work_queue.BadSubmission):
         return PlainTextResponse(str(error), status_code=400)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -240,10 +240,10 @@ def protocol(request: Request, user: CurrentUser = Depends(current_user)):
 @label_routes.get("/label")
 def next_pair(request: Request, user: CurrentUser = Depends(current_user)):
     with request.app.state.sessions.begin() as session:  # one transaction: pick and claim
-        pair_id = queue.next_pair_id(session, user.name)
+        pair_id = work_queue.next_pair_id(session, user.name)
         if pair_id is None:
-            return page(request, "label.html", user, item=None, judged=queue.judged_count(session, user.name), waiting=0, skipped=[])
-        queue.claim(session, user.name, pair_id)
+            return page(request, "label.html", user, item=None, judged=work_queue.judged_count(session, user.name), waiting=0, skipped=[])
+        work_queue.claim(session, user.name, pair_id)
     return redirect(f"/label/{pair_id}")
 
 
@@ -251,24 +251,24 @@ def next_pair(request: Request, user: CurrentUser = Depends(current_user)):
 def label_page(request: Request, pair_id: str, user: CurrentUser = Depends(current_user)):
     with request.app.state.sessions.begin() as session:
         item = _open_item(session, user.name, pair_id)
-        queue.claim(session, user.name, pair_id)  # a pair reopened from the skipped list, too
+        work_queue.claim(session, user.name, pair_id)  # a pair reopened from the skipped list, too
         already = session.scalar(select(func.count()).where(JudgmentRow.pair_id == pair_id, JudgmentRow.annotator == user.name))
         context = {
-            "judged": queue.judged_count(session, user.name),
-            "waiting": queue.waiting_count(session, user.name),
-            "skipped": [p for p in queue.skipped_pair_ids(session, user.name) if p != pair_id],
+            "judged": work_queue.judged_count(session, user.name),
+            "waiting": work_queue.waiting_count(session, user.name),
+            "skipped": [p for p in work_queue.skipped_pair_ids(session, user.name) if p != pair_id],
         }
-    order = queue.shown_order(request.app.state.secret, user.name, pair_id)
+    order = work_queue.shown_order(request.app.state.secret, user.name, pair_id)
     return page(
         request, "label.html", user, item=item, view=_pair_view(item, order), already=already,
         submission_id=secrets.token_urlsafe(16), protocol=protocol_text(request.app.state.workspace),
-        attribute_choices=queue.ATTRIBUTE_CHOICES, **context,
+        attribute_choices=work_queue.ATTRIBUTE_CHOICES, **context,
     )
 
 
 @label_routes.post("/label/{pair_id}")
 def submit(request: Request, pair_id: str, user: CurrentUser = Depends(current_user), form: dict = Depends(form_with_csrf)):
-    order = queue.shown_order(request.app.state.secret, user.name, pair_id)
+    order = work_queue.shown_order(request.app.state.secret, user.name, pair_id)
     _submit(request, pair_id, user.name, order, form, kind="label")
     return redirect("/label")
 
@@ -276,7 +276,7 @@ def submit(request: Request, pair_id: str, user: CurrentUser = Depends(current_u
 def _open_item(session, annotator: str, pair_id: str) -> QueueItem:
     """The queue item, if this annotator may judge it: served to them, or waiting for them."""
     item = _queue_item(session, pair_id)
-    if not queue.may_judge(session, annotator, pair_id):
+    if not work_queue.may_judge(session, annotator, pair_id):
         raise HTTPException(403, "this pair is not open to you: take the next one from /label")
     return item
 
@@ -285,7 +285,7 @@ def _open_item(session, annotator: str, pair_id: str) -> QueueItem:
 def skip(request: Request, pair_id: str, user: CurrentUser = Depends(current_user), form: dict = Depends(form_with_csrf)):
     with request.app.state.sessions.begin() as session:
         _open_item(session, user.name, pair_id)
-        queue.skip(session, user.name, pair_id)
+        work_queue.skip(session, user.name, pair_id)
     return redirect("/label")
 
 
@@ -295,10 +295,10 @@ def _submit(request: Request, pair_id: str, annotator: str, order: tuple[str, st
         with sessions.begin() as session:
             # labels only on pairs open to the annotator; an admin adjudicates any pair
             item = _open_item(session, annotator, pair_id) if kind == "label" else _queue_item(session, pair_id)
-            queue.submit(session, item, annotator, order, form, kind=kind)
+            work_queue.submit(session, item, annotator, order, form, kind=kind)
     except IntegrityError:
         with sessions() as session:
-            if not queue.submission_stored(session, form.get("submission_id", "")):
+            if not work_queue.submission_stored(session, form.get("submission_id", "")):
                 raise
         # else the same submission raced itself in (a double click): its first copy is stored
 
@@ -334,7 +334,7 @@ def admin_home(request: Request, user: CurrentUser = Depends(admin_user)):
 def admin_load(request: Request, user: CurrentUser = Depends(admin_user), form: dict = Depends(form_with_csrf)):
     options = _load_options(form)
     with request.app.state.sessions.begin() as session:
-        added, already = queue.load_pairs(session, request.app.state.workspace, options, user.name)
+        added, already = work_queue.load_pairs(session, request.app.state.workspace, options, user.name)
     return redirect("/admin", request, f"loaded {added} pairs ({already} already in the queue)")
 
 
@@ -370,7 +370,7 @@ def admin_pair(request: Request, pair_id: str, user: CurrentUser = Depends(admin
     view = _pair_view(item, ("chosen", "rejected"))
     view["attributes"] = final_attributes(item, rows) or {}  # the adjudicator starts from the latest correction
     return page(request, "admin_pair.html", user, item=item, view=view, rows=rows, label=pair_label(rows),
-                edits=edits, submission_id=secrets.token_urlsafe(16), attribute_choices=queue.ATTRIBUTE_CHOICES)
+                edits=edits, submission_id=secrets.token_urlsafe(16), attribute_choices=work_queue.ATTRIBUTE_CHOICES)
 
 
 @admin_routes.post("/pair/{pair_id}/adjudicate")
@@ -411,7 +411,7 @@ def admin_save_protocol(request: Request, user: CurrentUser = Depends(admin_user
     return redirect("/admin/protocol", request, f"saved {path}")
 
 
-def _load_options(form: dict[str, str]) -> queue.LoadOptions:
+def _load_options(form: dict[str, str]) -> work_queue.LoadOptions:
     def text(name: str) -> str | None:
         return form.get(name, "").strip() or None
 
@@ -419,10 +419,10 @@ def _load_options(form: dict[str, str]) -> queue.LoadOptions:
         limit = int(form["limit"]) if text("limit") else None
         wanted = int(form.get("annotations_wanted") or 1)
     except ValueError:
-        raise queue.BadSubmission("limit and annotators per pair must be whole numbers") from None
+        raise work_queue.BadSubmission("limit and annotators per pair must be whole numbers") from None
     if wanted < 1 or (limit is not None and limit < 1):
-        raise queue.BadSubmission("limit and annotators per pair must be at least 1")
-    return queue.LoadOptions(
+        raise work_queue.BadSubmission("limit and annotators per pair must be at least 1")
+    return work_queue.LoadOptions(
         split=text("split"), ids=(form.get("ids") or "").split(), source=text("source"),
         contains=text("contains"), task_category=text("task_category"), objectivity=text("objectivity"),
         limit=limit, annotations_wanted=wanted,
@@ -437,7 +437,7 @@ def _admin_overview(session) -> dict[str, Any]:
         last = session.scalar(select(func.max(JudgmentRow.created_at)).where(JudgmentRow.annotator == name))
         per_annotator.append({
             "name": name, "role": role, "judged": len(ratings.get(name, {})),
-            "waiting": queue.waiting_count(session, name), "skips": skips.get(name, 0), "last": last,
+            "waiting": work_queue.waiting_count(session, name), "skips": skips.get(name, 0), "last": last,
             "first_position": _first_position_share(session, name),
         })
     labels: dict[str, int] = {}
@@ -449,7 +449,7 @@ def _admin_overview(session) -> dict[str, Any]:
         "per_annotator": per_annotator, "kappas": pairwise_kappa(ratings), "alpha": krippendorff_alpha(ratings),
         "labels": labels, "queued": queued, "unjudged": queued - sum(labels.values()),
         "judgments": session.scalar(select(func.count()).select_from(JudgmentRow)),
-        "attribute_choices": queue.ATTRIBUTE_CHOICES,
+        "attribute_choices": work_queue.ATTRIBUTE_CHOICES,
     }
 
 

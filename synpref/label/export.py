@@ -6,7 +6,7 @@ Verdicts are in the pair's original orientation: "chosen" means the humans agree
 source's preference, "rejected" that they prefer the other response.
 
 Back in the workspace (DESIGN.md: gold pairs have the human-preferred response as `chosen`,
-see synpref/annotate/agreement.py): a "chosen" pair joins `gold` as it is, a "rejected" pair
+see synpref/annotate/judge_agreement.py): a "chosen" pair joins `gold` as it is, a "rejected" pair
 joins `gold` with its responses swapped (a new pair id; `meta.label.original_id` points back),
 an undecidable one joins `discarded`, and a disputed one waits. A pair keeping its id leaves
 its old split: the workspace shows the latest copy of each id (synpref/data/workspace.py).

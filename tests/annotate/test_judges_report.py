@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from synpref.annotate.agreement import agreement_report
 from synpref.annotate.config import JobConfig
+from synpref.annotate.judge_agreement import agreement_report
 from synpref.annotate.runner import run_job
 from synpref.annotate.store import judgments_log, latest, samples_log
 from tests.annotate.conftest import GOLD, POOL, fault_injector_judge

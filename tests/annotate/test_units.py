@@ -108,7 +108,7 @@ def test_result_log_survives_a_torn_last_line(tmp_path):
 
 def test_importing_the_engine_loads_neither_openai_nor_torch():
     code = (
-        "import sys, synpref, synpref.cli, synpref.annotate.runner, synpref.annotate.agreement;"
+        "import sys, synpref, synpref.cli, synpref.annotate.runner, synpref.annotate.judge_agreement;"
         "print(sorted(m for m in ('openai', 'torch', 'transformers', 'jinja2') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

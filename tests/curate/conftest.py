@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synpref.curate.synthetic import flip_labels, objective_records
+from synpref.curate.known_answers import flip_labels, objective_records
 from synpref.data.ingest import IngestOptions, ingest
 from synpref.data.workspace import Workspace
 from tests.conftest import write_jsonl

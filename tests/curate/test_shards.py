@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synpref.curate.shards import run_shards, write_shards
+from synpref.curate.executors import run_shards, write_shards
 from synpref.errors import SynprefError
 
 

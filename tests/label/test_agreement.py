@@ -26,8 +26,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from synpref.label import queue
-from synpref.label.agreement import cohen_kappa, krippendorff_alpha, pairwise_kappa
+from synpref.label import work_queue as queue
+from synpref.label.annotator_agreement import cohen_kappa, krippendorff_alpha, pairwise_kappa
 from synpref.label.app import create_app
 from synpref.label.db import QueueItem
 from synpref.label.export import human_ratings

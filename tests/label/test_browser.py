@@ -15,7 +15,7 @@ import re
 import pytest
 
 from synpref.annotate.store import samples_log
-from synpref.label import queue
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from synpref.label.db import QueueItem
 from tests.label.conftest import (

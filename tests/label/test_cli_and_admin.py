@@ -12,7 +12,7 @@ import time
 import httpx
 from fastapi.testclient import TestClient
 
-from synpref.label import queue
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from tests.label.conftest import ADMIN, add_users, csrf_of, login
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import distinct, func, select
 
-from synpref.label import queue
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from synpref.label.db import JudgmentRow, QueueItem
 from synpref.label.users import add_user

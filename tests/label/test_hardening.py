@@ -12,7 +12,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from synpref.label import queue, users
+from synpref.label import users
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from synpref.label.db import JudgmentRow, QueueItem
 from synpref.label.export import export_gold

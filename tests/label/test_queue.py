@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from synpref.annotate.store import samples_log
-from synpref.label import queue
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from synpref.label.db import AttributeEdit, Claim, JudgmentRow, QueueItem, utc_now
 from synpref.label.export import export_gold, gold_records

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from synpref.label import queue
+from synpref.label import work_queue as queue
 from synpref.label.app import create_app
 from synpref.label.db import JudgmentRow, User
 from synpref.label.render import markdown
