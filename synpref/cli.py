@@ -288,7 +288,7 @@ class JudgesAgreementOptions(_Options):
 @command(judges_app, "agreement", JudgesAgreementOptions)
 def judges_agreement(options: JudgesAgreementOptions) -> None:
     """Each judge's agreement with human gold labels and with the others, and its position bias."""
-    from synpref.annotate.agreement import agreement_report
+    from synpref.annotate.judge_agreement import agreement_report
     from synpref.data.workspace import Workspace
 
     report = agreement_report(Workspace(options.workspace))
