@@ -43,6 +43,11 @@ def _ablation(result: dict[str, Any], markdown) -> str:
             f"(discarded or flipped back): precision <b>{noise['precision']:.2f}</b>, recall <b>{noise['recall']:.2f}</b>. "
             f"It turned {noise['recycled']} round (recycled as flipped): precision <b>{noise['recycled_precision']:.2f}</b>, "
             f"recall <b>{noise['recycled_recall']:.2f}</b>.</p>"
+            f"<p>Configuration: every reward model of the loop is head-only {html.escape(result.get('loop_model', ''))} "
+            "(frozen features, a Bradley-Terry head), the seed pairs the best RM trained on are scored out of fold "
+            "(5 folds), and the rule reads the gold RM and the best RM only, since no judge beat chance on gold. "
+            "SmolLM2's last-token state tells a right sum from a wrong one; MiniLM's mean pooling does not, "
+            "and with it Stage 2 turned correct sums round.</p>"
         )
     report = Path(result["report"])
     if report.is_file():

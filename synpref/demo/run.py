@@ -179,7 +179,8 @@ class _Context:
         files = self.state.steps["data"]["files"]
         results = run_ablation(self.workspace, self._curate_config(), held_out=load_pairs(files["test"]), log=self.log)
         result: dict[str, Any] = {"accuracy": results["accuracy"], "differences": results["differences"],
-                                  "report": str(self.workspace.run_dir("ablation") / "report.md")}
+                                  "report": str(self.workspace.run_dir("ablation") / "report.md"),
+                                  "loop_model": self.budget.loop_model}
         truth = Path(files["truth"])
         if truth.exists() and not self.options.pool:
             result["noise"] = noise_recovery(truth, self.workspace.decisions_file)
