@@ -228,7 +228,7 @@ def part_serving(args) -> dict:
     command = [sys.executable, "-m", "synpref", "serve", "--model", str(args.model_dir), "--port", str(port),
                "--max-length", "512", "--bf16"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + (600 if args.smoke else 120)
     result = {}
     try:
         while True:
