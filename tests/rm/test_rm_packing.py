@@ -86,7 +86,7 @@ def test_packed_scores_equal_padded_scores_in_fp32(backbone):
     assert 1900 <= max(lengths) <= 2048 if name == "smollm2-135m" else max(lengths) == 512
     packed_scores, padded_scores = packed.score(conversations), padded.score(conversations)
     assert max(abs(a - b) for a, b in zip(packed_scores, padded_scores)) < 1e-4
-    assert len({round(s, 3) for s in padded_scores}) > 40  # the order is really being checked
+    assert len({round(s, 5) for s in padded_scores}) > 40  # the order is really being checked
 
 
 def test_packed_training_loss_equals_padded_on_the_same_batch(backbone):
