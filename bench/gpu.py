@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +191,7 @@ def part_scoring(args) -> dict:
                                               max_length=4096, show_progress=False)
         encoded = [scorer.formatter.encode(r["conversation"], r["chosen"]) for r in records]
         scorer.score_ids(encoded[:64])  # warm-up
-        seconds = timed(lambda: scorer.score_ids(encoded))
+        seconds = timed(partial(scorer.score_ids, encoded))
         tokens = sum(map(len, encoded))
         result[f"tokens_per_s_budget_{scorer.token_budget}"] = tokens / seconds
     result["real_tokens"] = tokens

@@ -145,13 +145,12 @@ def run_synpref(args) -> dict:
 
 def run_trl(args) -> dict:
     import datasets
+    import torch
     from trl import RewardConfig, RewardTrainer
 
     from synpref.rm.data import encode_pairs, load_pairs
     from synpref.rm.formatting import RewardFormatter
     from synpref.rm.models import load_reward_model
-
-    import torch
 
     model, tokenizer = load_reward_model(args.model, seed=0)
     encoded = encode_pairs(load_pairs(args.workdir / "kept.jsonl"), RewardFormatter(tokenizer, args.max_length))
