@@ -31,6 +31,7 @@ from typing import Any
 from synpref.data.workspace import write_json_atomic
 from synpref.errors import SynprefError
 from synpref.rm.features import FeatureSpec, Featurizer, conversation_inputs, pair_inputs
+from synpref.rm.metrics import pairwise_accuracy
 from synpref.rm.models import HEAD_FILE, head_kind
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -68,14 +69,6 @@ def fit_bt_head(chosen, rejected, *, l2: float, center=None, scale=None) -> Head
     optimizer.step(closure)
     raw = weight.detach().numpy() / scale
     return Head(weight=raw, bias=float(-(center @ raw)), l2=l2)
-
-
-def pairwise_accuracy(chosen_rewards, rejected_rewards) -> float:
-    """Share of pairs whose chosen reward is strictly higher (a tie counts as wrong)."""
-    import numpy as np
-
-    chosen_rewards, rejected_rewards = np.asarray(chosen_rewards), np.asarray(rejected_rewards)
-    return float((chosen_rewards > rejected_rewards).mean()) if len(chosen_rewards) else float("nan")
 
 
 def select_head(chosen, rejected, gold_chosen=None, gold_rejected=None, *, grid=L2_GRID) -> tuple[Head, list[dict]]:

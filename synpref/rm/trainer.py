@@ -307,12 +307,13 @@ class _Run:
         if self.gold is None:
             return
         if self.accelerator.is_main_process:
+            from synpref.rm.metrics import pairwise_accuracy
             from synpref.rm.scorer import RewardScorer
 
             scorer = RewardScorer(self.reward_model, self.tokenizer, max_length=self.config.max_length)
             with self.accelerator.autocast():
                 chosen, rejected = scorer.score_pairs(self.gold)
-            accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(self.gold)
+            accuracy = pairwise_accuracy(chosen, rejected)
             self._record(state.step, "gold", {"accuracy": accuracy})
             self.accelerator.print(f"step {state.step}  gold accuracy {accuracy:.4f} on {len(self.gold)} pairs")
             if state.best_gold_accuracy is None or accuracy > state.best_gold_accuracy:
