@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from synpref.serve.worker import JobThread
 
 log = logging.getLogger("synpref.serve")
 
@@ -46,7 +47,7 @@ class _Job:
         return sum(len(s) for s in self.sequences)
 
 
-class MicroBatcher:
+class MicroBatcher(JobThread):
     def __init__(
         self,
         score_ids: Callable[[list[list[int]]], list[float]],
@@ -61,11 +62,9 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda sequences, tokens: None)
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0  # sequences enqueued and not yet scored
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="synpref-scorer", daemon=True)
-        self._thread.start()
+        super().__init__("synpref-scorer")
 
     @property
     def pending(self) -> int:
@@ -82,22 +81,13 @@ class MicroBatcher:
         self._jobs.put(job)
         return await job.future
 
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = self._gather(job)
-            live = [j for j in batch if not j.future.cancelled()]  # timed-out requests are skipped
-            try:
-                self._score(live)
-            finally:
-                with self._lock:
-                    self._pending -= sum(len(j.sequences) for j in batch)
+    def _handle(self, batch: list[_Job]) -> None:
+        live = [j for j in batch if not j.future.cancelled()]  # timed-out requests are skipped
+        try:
+            self._score(live)
+        finally:
+            with self._lock:
+                self._pending -= sum(len(j.sequences) for j in batch)
 
     def _score(self, jobs: list[_Job]) -> None:
         sequences = [s for j in jobs for s in j.sequences]
@@ -135,13 +125,8 @@ class MicroBatcher:
         batch, tokens = [first], first.tokens
         deadline = time.monotonic() + self.max_wait
         while tokens < self.max_batch_tokens:
-            remaining = deadline - time.monotonic()
-            try:
-                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # closing: finish this batch, then stop
-                self._jobs.put(None)
+            job = self._next(deadline - time.monotonic())
+            if job is None:  # none in time, or closing: this batch is complete
                 break
             batch.append(job)
             tokens += job.tokens

@@ -13,11 +13,11 @@ item of a request, in input order, is the one reported.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from synpref.serve.worker import JobThread
 
 # What one input needs from the tokenizer: (text, text_pair or None, add_special_tokens), or None
 # for token ids sent as such.
@@ -77,14 +77,12 @@ def _finish(j: int, job: EncodeJob, ids: dict) -> list[list[int]] | Exception:
     return sequences
 
 
-class EncodeStage:
+class EncodeStage(JobThread):
     """One tokenizer thread per process; requests await `encode(job)` from the event loop."""
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
-        self._jobs: queue.SimpleQueue[EncodeJob | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="synpref-tokenizer", daemon=True)
-        self._thread.start()
+        super().__init__("synpref-tokenizer")
 
     async def encode(self, job: EncodeJob) -> list[list[int]]:
         job.loop = asyncio.get_running_loop()
@@ -92,28 +90,15 @@ class EncodeStage:
         self._jobs.put(job)
         return await job.future
 
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=30)
+    def _gather(self, first: EncodeJob) -> list[EncodeJob]:
+        jobs = [first]
+        while (following := self._next()) is not None:  # everything waiting joins the same call
+            jobs.append(following)
+        return jobs
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs = [job]
-            while True:  # everything waiting goes into the same tokenizer call
-                try:
-                    following = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if following is None:
-                    self._jobs.put(None)
-                    break
-                jobs.append(following)
-            results = self._encode(jobs)
-            for each, result in zip(jobs, results):
-                each.loop.call_soon_threadsafe(_settle, each.future, result)
+    def _handle(self, jobs: list[EncodeJob]) -> None:
+        for each, result in zip(jobs, self._encode(jobs)):
+            each.loop.call_soon_threadsafe(_settle, each.future, result)
 
     def _encode(self, jobs: list[EncodeJob]) -> list[list[list[int]] | Exception]:
         try:
