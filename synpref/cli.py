@@ -307,6 +307,46 @@ def judges_agreement(options: JudgesAgreementOptions) -> None:
     Console().print(f"ensemble: gold agreement {_cell(ensemble['gold_agreement'])} on {ensemble['gold_pairs']:,} gold pairs")
 
 
+class JudgesServeLocalOptions(_Options):
+    model: Optional[Path] = Field(None, description="GGUF model file (default: the bundled SmolLM2-135M-Instruct)")
+    host: str = Field("127.0.0.1", description="address to listen on (loopback by default)")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on; 0 picks a free one")
+    parallel: int = Field(4, ge=1, description="requests decoded together (llama.cpp slots, continuous batching)")
+    context: int = Field(2048, ge=256, description="context tokens per slot")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: all cores)")
+    api_key_env: Optional[str] = Field(None, description="environment variable holding a key every client must send")
+    judges_out: Optional[Path] = Field(None, description="also write a judges file pointing the openai backend here")
+    ready_file: Optional[Path] = Field(None, description="write the base URL here once the server answers")
+
+
+@command(judges_app, "serve-local", JudgesServeLocalOptions)
+def judges_serve_local(options: JudgesServeLocalOptions) -> None:
+    """Serve the bundled SmolLM2 GGUF with llama.cpp's OpenAI-compatible server, for judging."""
+    import os
+
+    import yaml
+
+    from synpref.annotate import llamacpp
+
+    api_key = None
+    if options.api_key_env:
+        api_key = os.environ.get(options.api_key_env)
+        if not api_key:
+            raise SynprefError(f"--api-key-env: environment variable {options.api_key_env} is not set")
+
+    def announce(base_url: str) -> None:
+        if options.judges_out:
+            judge = llamacpp.judge_config(base_url, api_key_env=options.api_key_env, concurrency=options.parallel,
+                                          model=llamacpp.served_name(options.model)).model_dump(exclude_defaults=True)
+            options.judges_out.write_text(yaml.safe_dump({"judges": [{"name": judge.pop("name"), **judge}]}, sort_keys=False))
+        Console().print(f"serving {options.model or llamacpp.bundled_gguf().name} at {base_url}"
+                        + (f"; judges file: {options.judges_out}" if options.judges_out else "") + " (Ctrl-C stops)")
+
+    llamacpp.serve(model=options.model, host=options.host, port=options.port, parallel=options.parallel,
+                   context=options.context, threads=options.threads, api_key=api_key,
+                   ready_file=options.ready_file, on_ready=announce)
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
 

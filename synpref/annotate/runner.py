@@ -140,7 +140,7 @@ def build_request(task: Task, unit: Unit, judge: JudgeConfig, config: JobConfig,
     prefill = BACKENDS[judge.backend].supports_prefill if judge.backend in BACKENDS else False
     response_format = None
     if judge.structured_output == "json_schema":
-        response_format = {"type": "json_schema", "json_schema": {"name": task.name, "schema": task.schema.model_json_schema()}}
+        response_format = {"type": "json_schema", "json_schema": {"name": task.name, "schema": task.response_schema()}}
     elif judge.structured_output == "json_object":
         response_format = {"type": "json_object"}
     return ChatRequest(

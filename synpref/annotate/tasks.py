@@ -138,6 +138,35 @@ class Task:
         """Extra columns of a result record, derived from a valid answer."""
         return {}
 
+    @classmethod
+    def response_schema(cls) -> dict[str, Any]:
+        """The JSON schema sent as `response_format`: the answer schema with every free string
+        and list bounded, so a server that decodes under the schema must close the JSON within a
+        few hundred tokens (a small model otherwise runs a string on until max_tokens)."""
+        return bounded(cls.schema.model_json_schema())
+
+
+# Bounds of the schema sent to servers: a worst case of ~450 characters of JSON for attributes,
+# so max_tokens of 448 always closes the answer, even at one token per character.
+MAX_STRING_CHARS = 160  # a reason or a guideline
+MAX_ITEM_CHARS = 32  # a string in a list (a desired attribute)
+MAX_LIST_ITEMS = 4
+
+
+def bounded(schema: Any, *, in_list: bool = False) -> Any:
+    """`schema` with maxLength on strings that have no enum and maxItems on arrays, recursively."""
+    if isinstance(schema, list):
+        return [bounded(item, in_list=in_list) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    is_array = schema.get("type") == "array"
+    out = {key: bounded(value, in_list=is_array and key == "items") for key, value in schema.items()}
+    if out.get("type") == "string" and "enum" not in out and "const" not in out:
+        out.setdefault("maxLength", MAX_ITEM_CHARS if in_list else MAX_STRING_CHARS)
+    if is_array:
+        out.setdefault("maxItems", MAX_LIST_ITEMS)
+    return out
+
 
 class AttributesTask(Task):
     name = "attributes"

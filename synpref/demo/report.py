@@ -67,7 +67,8 @@ def _brief(step: str, result: dict[str, Any]) -> str:
     if step == "ingest":
         return "; ".join(f"{name}: {c['read']} read, {c['kept']} kept" for name, c in result["counts"].items())
     if step == "attributes":
-        return f"{result['done']} of {result['pairs']} pairs annotated, {result['failed']} failed"
+        judge = f" by {result['judge']}" if "judge" in result else ""
+        return f"{result['done']} of {result['pairs']} pairs annotated{judge}, {result['failed']} failed"
     if step == "stage1":
         return f"{len(result['iterations'])} iterations"
     if step == "stage2":

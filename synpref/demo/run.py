@@ -105,15 +105,18 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> Path:
     workspace = Workspace(options.workspace)
     state = DemoState(workspace.run_dir("demo") / "steps.json")
     context = _Context(options, workspace, Budget.for_options(options), state, log)
-    for step in STEPS:
-        if state.done(step):
-            log(f"[{step}] done earlier, skipped")
-            continue
-        log(f"[{step}] ...")
-        started = time.monotonic()
-        result = getattr(context, step)()
-        state.mark(step, {"seconds": round(time.monotonic() - started, 1), **result})
-        log(f"[{step}] finished in {time.monotonic() - started:.0f} s")
+    try:
+        for step in STEPS:
+            if state.done(step):
+                log(f"[{step}] done earlier, skipped")
+                continue
+            log(f"[{step}] ...")
+            started = time.monotonic()
+            result = getattr(context, step)()
+            state.mark(step, {"seconds": round(time.monotonic() - started, 1), **result})
+            log(f"[{step}] finished in {time.monotonic() - started:.0f} s")
+    finally:
+        context.close()
     return workspace.root / "report.html"
 
 
@@ -125,6 +128,12 @@ class _Context:
         self.state = state
         self.log = log
         self.inputs = workspace.root / "inputs"
+        self.judge_server = None  # llama.cpp serving the judge, started by the first step that asks
+
+    def close(self) -> None:
+        if self.judge_server is not None:
+            self.judge_server.__exit__(None, None, None)
+            self.judge_server = None
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class _Context:
         from synpref.annotate.runner import run_job
 
         summary = run_job(self.workspace, "attributes", self._judges(), limit=self.budget.attributes, split="pool")
-        return {"pairs": summary.pairs, "done": summary.done, "failed": summary.failed}
+        return {"pairs": summary.pairs, "done": summary.done, "failed": summary.failed, "judge": self._judge_engine()}
 
     def stage1(self) -> dict[str, Any]:
         from synpref.curate.stage1 import run_stage1
@@ -243,10 +252,24 @@ class _Context:
         return [name for name in benchmark_names() if (self.options.bench_dir / name).is_dir()]
 
     def _judges(self):
+        """The SmolLM2 judge: served by llama.cpp where the llamacpp extra is installed (every
+        answer fits its schema), else generated in-process by transformers."""
+        from synpref.annotate import llamacpp
         from synpref.annotate.config import JobConfig, JudgeConfig
 
-        return JobConfig(judges=[JudgeConfig(name="smollm2", backend="local", model="smollm2-135m", max_tokens=160)],
-                         examples=2, parse_retries=1)
+        if not llamacpp.available():
+            judge = JudgeConfig(name="smollm2", backend="local", model="smollm2-135m", max_tokens=160)
+            return JobConfig(judges=[judge], examples=2, parse_retries=1)
+        if self.judge_server is None:
+            self.log("starting llama.cpp's server for the SmolLM2 judge (synpref judges serve-local)")
+            self.judge_server = llamacpp.LocalJudgeServer(parallel=4).__enter__()
+        judge = llamacpp.judge_config(self.judge_server.base_url, name="smollm2", concurrency=4)
+        return JobConfig(judges=[judge], examples=2, parse_retries=1)
+
+    def _judge_engine(self) -> str:
+        from synpref.annotate import llamacpp
+
+        return "llama.cpp server (openai backend)" if llamacpp.available() else "transformers (local backend)"
 
     def _curate_config(self):
         from synpref.curate.config import CurateConfig

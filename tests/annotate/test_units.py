@@ -161,3 +161,17 @@ def test_backend_contract(name):
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(SynprefError, match="judge 'x': unknown backend 'vllm'; known: local, openai"):
         create_backend(JudgeConfig(name="x", backend="vllm"))
+
+
+def test_the_schema_sent_to_servers_bounds_every_free_string_and_list():
+    from synpref.annotate.tasks import TASKS
+
+    properties = TASKS["attributes"].response_schema()["properties"]
+    assert properties["desired_attributes"] == {
+        "items": {"type": "string", "maxLength": 32}, "title": "Desired Attributes", "type": "array", "maxItems": 4,
+    }
+    assert properties["guideline"] == {"title": "Guideline", "type": "string", "maxLength": 160}
+    assert properties["objectivity"] == {"enum": ["objective", "subjective"], "title": "Objectivity", "type": "string"}
+    judge = TASKS["judge"].response_schema()["properties"]
+    assert judge["reason"] == {"default": "", "title": "Reason", "type": "string", "maxLength": 160}
+    assert "maxLength" not in judge["preferred"]

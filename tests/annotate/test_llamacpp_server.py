@@ -1,0 +1,125 @@
+"""The annotation engine against a real OpenAI-compatible server: llama.cpp serving the bundled
+SmolLM2 GGUF (`synpref judges serve-local`, a child process on a free loopback port).
+
+Server-side figures come from the server's own Prometheus counters at /metrics:
+`llamacpp:tokens_predicted_total` grows by exactly the completion tokens of the requests it
+answered, so "no request was sent" and "only these requests were sent" are checked on the
+server, not only in our own accounting.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from synpref.annotate import llamacpp
+from synpref.annotate.config import JobConfig
+from synpref.annotate.runner import run_job
+from synpref.annotate.store import samples_log, task_dir
+from synpref.data.models import Attributes
+
+pytestmark = pytest.mark.skipif(
+    not llamacpp.available(), reason="the llamacpp extra is not installed (pip install 'synpref[llamacpp]')"
+)
+
+PREDICTED = "llamacpp:tokens_predicted_total"
+POOL_PAIRS = 6  # tests/annotate/conftest.py
+
+
+@pytest.fixture(scope="module")
+def server():
+    with llamacpp.LocalJudgeServer(parallel=2, context=2048) as running:
+        yield running
+
+
+def job(server, **judge) -> JobConfig:
+    return JobConfig(judges=[llamacpp.judge_config(server.base_url, concurrency=2, max_tokens=200, **judge)], examples=0)
+
+
+def settled_metrics(server) -> dict[str, float]:
+    """Counters once no request is being processed (an aborted request may still be decoding)."""
+    deadline = time.monotonic() + 60
+    while (metrics := server.metrics()).get("llamacpp:requests_processing", 0) > 0:
+        assert time.monotonic() < deadline, "the server stayed busy"
+        time.sleep(0.1)
+    return metrics
+
+
+def test_every_attribute_answer_parses_and_usage_matches_the_server(pairs_workspace, server):
+    before = settled_metrics(server)
+    summary = run_job(pairs_workspace, "attributes", job(server), split="pool")
+    after = settled_metrics(server)
+
+    assert (summary.pairs, summary.done, summary.failed, summary.request_failed, summary.cached) == (POOL_PAIRS, POOL_PAIRS, 0, 0, 0)
+    records = samples_log(pairs_workspace.root, "attributes").read()
+    assert len(records) == POOL_PAIRS and all(r["ok"] for r in records)
+    for record in records:
+        Attributes.model_validate(record["answer"])
+    usage = summary.usage[llamacpp.MODEL_NAME]
+    assert usage["requests"] == POOL_PAIRS  # constrained decoding: no answer needed a retry
+    assert usage["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+    assert usage["prompt_tokens"] == sum(r["prompt_tokens"] for r in records)
+    assert all(r["prompt_tokens"] > 100 and r["completion_tokens"] > 10 for r in records)
+    # The server decoded exactly the tokens its `usage` fields reported.
+    assert after[PREDICTED] - before[PREDICTED] == usage["completion_tokens"]
+
+
+def test_a_rerun_sends_nothing_and_a_lost_result_log_is_answered_from_the_cache(pairs_workspace, server):
+    run_job(pairs_workspace, "attributes", job(server), split="pool")
+    before = settled_metrics(server)
+
+    rerun = run_job(pairs_workspace, "attributes", job(server), split="pool")
+    assert (rerun.already_done, rerun.done, rerun.usage) == (POOL_PAIRS, 0, {})
+
+    shutil.rmtree(task_dir(pairs_workspace.root, "attributes"))  # results gone, request cache kept
+    cached = run_job(pairs_workspace, "attributes", job(server), split="pool")
+    assert (cached.already_done, cached.done, cached.cached, cached.usage) == (0, POOL_PAIRS, POOL_PAIRS, {})
+    assert settled_metrics(server)[PREDICTED] == before[PREDICTED]  # the server decoded nothing
+
+
+def test_sigkill_mid_job_then_rerun_sends_only_the_unanswered_requests(pairs_workspace, server, tmp_path):
+    judge = llamacpp.judge_config(server.base_url, concurrency=1, max_tokens=200).model_dump()
+    judges = tmp_path / "judges.yaml"
+    judges.write_text(yaml.safe_dump({"judges": [judge], "examples": 0}))
+    command = [sys.executable, "-m", "synpref", "annotate", "attributes", "-w", str(pairs_workspace.root),
+               "--judges", str(judges), "--split", "pool"]
+    log = samples_log(pairs_workspace.root, "attributes")
+
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(log.read()) < 2:
+        assert first.poll() is None, first.stderr.read().decode()
+        assert time.monotonic() < deadline, "no answer recorded in time"
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    answered = {r["pair_id"] for r in log.read()}
+    assert 2 <= len(answered) < POOL_PAIRS, "the job finished before it could be killed"
+    before = settled_metrics(server)
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    records = log.read()
+    assert sorted(r["pair_id"] for r in records) == sorted({r["pair_id"] for r in records})  # one each
+    assert len(records) == POOL_PAIRS and all(r["ok"] for r in records)
+    new = [r for r in records if r["pair_id"] not in answered]
+    assert len(new) == POOL_PAIRS - len(answered)
+    assert f"{llamacpp.MODEL_NAME}: {len(new)} requests" in rerun.stdout
+    # The server decoded the unanswered requests and nothing else.
+    assert settled_metrics(server)[PREDICTED] - before[PREDICTED] == sum(r["completion_tokens"] for r in new)
+
+
+def test_the_server_refuses_a_client_without_its_key(server):
+    request = urllib.request.Request(server.base_url + "/models")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
