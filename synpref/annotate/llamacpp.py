@@ -82,6 +82,8 @@ def serve(
     params.n_parallel = parallel
     params.n_ctx = parallel * context  # the KV cache is shared: each slot gets n_ctx / parallel
     params.endpoint_metrics = True  # token counters at /metrics
+    # No web page of another origin may read answers (llama.cpp allows every origin by default).
+    params.cors_origins, params.cors_origins_explicit = "", True
     threads = threads or os.cpu_count() or 1
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads

@@ -29,9 +29,13 @@ def pairs_workspace(tmp_path: Path) -> Workspace:
 
     No text is both a chosen and a rejected response, so a fake judge can tell them apart.
     """
-    workspace = Workspace.init(tmp_path / "ws", name="annotate-test")
-    ingest(workspace, IngestOptions([str(write_jsonl(tmp_path / "pool.jsonl", POOL))], workers=1))
-    ingest(workspace, IngestOptions([str(write_jsonl(tmp_path / "gold.jsonl", GOLD))], split="gold", workers=1))
+    return make_pairs_workspace(tmp_path)
+
+
+def make_pairs_workspace(directory: Path) -> Workspace:
+    workspace = Workspace.init(directory / "ws", name="annotate-test")
+    ingest(workspace, IngestOptions([str(write_jsonl(directory / "pool.jsonl", POOL))], workers=1))
+    ingest(workspace, IngestOptions([str(write_jsonl(directory / "gold.jsonl", GOLD))], split="gold", workers=1))
     return workspace
 
 

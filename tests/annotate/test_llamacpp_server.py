@@ -26,6 +26,7 @@ from synpref.annotate.config import JobConfig
 from synpref.annotate.runner import run_job
 from synpref.annotate.store import samples_log, task_dir
 from synpref.data.models import Attributes
+from tests.annotate.conftest import make_pairs_workspace
 
 pytestmark = pytest.mark.skipif(
     not llamacpp.available(), reason="the llamacpp extra is not installed (pip install 'synpref[llamacpp]')"
@@ -54,13 +55,19 @@ def settled_metrics(server) -> dict[str, float]:
     return metrics
 
 
-def test_every_attribute_answer_parses_and_usage_matches_the_server(pairs_workspace, server):
+@pytest.fixture(scope="module")
+def annotated(server, tmp_path_factory):
+    """The 6 pool pairs' attributes written once through the server, with its counters around it."""
+    workspace = make_pairs_workspace(tmp_path_factory.mktemp("annotated"))
     before = settled_metrics(server)
-    summary = run_job(pairs_workspace, "attributes", job(server), split="pool")
-    after = settled_metrics(server)
+    summary = run_job(workspace, "attributes", job(server), split="pool")
+    return workspace, summary, before, settled_metrics(server)
 
+
+def test_every_attribute_answer_parses_and_usage_matches_the_server(annotated):
+    workspace, summary, before, after = annotated
     assert (summary.pairs, summary.done, summary.failed, summary.request_failed, summary.cached) == (POOL_PAIRS, POOL_PAIRS, 0, 0, 0)
-    records = samples_log(pairs_workspace.root, "attributes").read()
+    records = samples_log(workspace.root, "attributes").read()
     assert len(records) == POOL_PAIRS and all(r["ok"] for r in records)
     for record in records:
         Attributes.model_validate(record["answer"])
@@ -73,17 +80,15 @@ def test_every_attribute_answer_parses_and_usage_matches_the_server(pairs_worksp
     assert after[PREDICTED] - before[PREDICTED] == usage["completion_tokens"]
 
 
-def test_a_rerun_sends_nothing_and_a_lost_result_log_is_answered_from_the_cache(pairs_workspace, server):
-    run_job(pairs_workspace, "attributes", job(server), split="pool")
-    before = settled_metrics(server)
-
-    rerun = run_job(pairs_workspace, "attributes", job(server), split="pool")
+def test_a_rerun_sends_nothing_and_a_lost_result_log_is_answered_from_the_cache(annotated, server):
+    workspace, _summary, _before, after = annotated
+    rerun = run_job(workspace, "attributes", job(server), split="pool")
     assert (rerun.already_done, rerun.done, rerun.usage) == (POOL_PAIRS, 0, {})
 
-    shutil.rmtree(task_dir(pairs_workspace.root, "attributes"))  # results gone, request cache kept
-    cached = run_job(pairs_workspace, "attributes", job(server), split="pool")
+    shutil.rmtree(task_dir(workspace.root, "attributes"))  # results gone, request cache kept
+    cached = run_job(workspace, "attributes", job(server), split="pool")
     assert (cached.already_done, cached.done, cached.cached, cached.usage) == (0, POOL_PAIRS, POOL_PAIRS, {})
-    assert settled_metrics(server)[PREDICTED] == before[PREDICTED]  # the server decoded nothing
+    assert settled_metrics(server)[PREDICTED] == after[PREDICTED]  # the server decoded nothing
 
 
 def test_sigkill_mid_job_then_rerun_sends_only_the_unanswered_requests(pairs_workspace, server, tmp_path):
@@ -118,8 +123,15 @@ def test_sigkill_mid_job_then_rerun_sends_only_the_unanswered_requests(pairs_wor
     assert settled_metrics(server)[PREDICTED] - before[PREDICTED] == sum(r["completion_tokens"] for r in new)
 
 
-def test_the_server_refuses_a_client_without_its_key(server):
+def test_the_server_refuses_a_client_without_its_key_and_other_origins(server):
     request = urllib.request.Request(server.base_url + "/models")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
+    # A web page elsewhere gets no Access-Control-Allow-Origin it could match, so its browser
+    # keeps the answer from it.
+    key = os.environ[llamacpp.API_KEY_ENV]
+    request = urllib.request.Request(server.base_url + "/models", headers={"Authorization": f"Bearer {key}", "Origin": "http://evil.example"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers.get("Access-Control-Allow-Origin", "") == ""
