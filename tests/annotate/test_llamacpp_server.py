@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PREDICTED = "llamacpp:tokens_predicted_total"
+PROMPT, PROMPT_CACHED = "llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total"
 POOL_PAIRS = 6  # tests/annotate/conftest.py
 
 
@@ -44,6 +45,15 @@ def server():
 
 def job(server, **judge) -> JobConfig:
     return JobConfig(judges=[llamacpp.judge_config(server.base_url, concurrency=2, max_tokens=200, **judge)], examples=0)
+
+
+def busy_slots_per_decode(before: dict[str, float], after: dict[str, float]) -> float:
+    """Slots decoding together, on average over the decode calls between two readings (the
+    server reports the running average and the number of calls)."""
+    def busy(metrics):
+        return metrics["llamacpp:n_busy_slots_per_decode"] * metrics["llamacpp:n_decode_total"]
+
+    return (busy(after) - busy(before)) / (after["llamacpp:n_decode_total"] - before["llamacpp:n_decode_total"])
 
 
 def settled_metrics(server) -> dict[str, float]:
@@ -76,8 +86,13 @@ def test_every_attribute_answer_parses_and_usage_matches_the_server(annotated):
     assert usage["completion_tokens"] == sum(r["completion_tokens"] for r in records)
     assert usage["prompt_tokens"] == sum(r["prompt_tokens"] for r in records)
     assert all(r["prompt_tokens"] > 100 and r["completion_tokens"] > 10 for r in records)
-    # The server decoded exactly the tokens its `usage` fields reported.
+    # The server decoded exactly the tokens its `usage` fields reported, and read exactly the
+    # prompt tokens reported (computed or taken from its prompt cache).
     assert after[PREDICTED] - before[PREDICTED] == usage["completion_tokens"]
+    assert (after[PROMPT] + after[PROMPT_CACHED]) - (before[PROMPT] + before[PROMPT_CACHED]) == usage["prompt_tokens"]
+    # With concurrency 2 the server had two requests at once some of the time (see the kill
+    # test, where concurrency 1 gives exactly one).
+    assert busy_slots_per_decode(before, after) > 1.0
 
 
 def test_a_rerun_sends_nothing_and_a_lost_result_log_is_answered_from_the_cache(annotated, server):
@@ -119,8 +134,11 @@ def test_sigkill_mid_job_then_rerun_sends_only_the_unanswered_requests(pairs_wor
     new = [r for r in records if r["pair_id"] not in answered]
     assert len(new) == POOL_PAIRS - len(answered)
     assert f"{llamacpp.MODEL_NAME}: {len(new)} requests" in rerun.stdout
-    # The server decoded the unanswered requests and nothing else.
-    assert settled_metrics(server)[PREDICTED] - before[PREDICTED] == sum(r["completion_tokens"] for r in new)
+    # The server decoded the unanswered requests and nothing else, one at a time: the judge's
+    # concurrency limit of 1 held although the server has two slots.
+    after = settled_metrics(server)
+    assert after[PREDICTED] - before[PREDICTED] == sum(r["completion_tokens"] for r in new)
+    assert busy_slots_per_decode(before, after) == pytest.approx(1.0, abs=1e-4)  # /metrics prints 6 digits
 
 
 def test_the_server_refuses_a_client_without_its_key_and_other_origins(server):
