@@ -339,8 +339,9 @@ def judges_serve_local(options: JudgesServeLocalOptions) -> None:
             judge = llamacpp.judge_config(base_url, api_key_env=options.api_key_env, concurrency=options.parallel,
                                           model=llamacpp.served_name(options.model)).model_dump(exclude_defaults=True)
             options.judges_out.write_text(yaml.safe_dump({"judges": [{"name": judge.pop("name"), **judge}]}, sort_keys=False))
-        Console().print(f"serving {options.model or llamacpp.bundled_gguf().name} at {base_url}"
-                        + (f"; judges file: {options.judges_out}" if options.judges_out else "") + " (Ctrl-C stops)")
+        # A plain line (no wrapping): the URL is for copying.
+        print(f"serving {options.model or llamacpp.bundled_gguf().name} at {base_url}"
+              + (f"; judges file: {options.judges_out}" if options.judges_out else "") + " (Ctrl-C stops)", flush=True)
 
     llamacpp.serve(model=options.model, host=options.host, port=options.port, parallel=options.parallel,
                    context=options.context, threads=options.threads, api_key=api_key,

@@ -153,3 +153,30 @@ def test_the_server_refuses_a_client_without_its_key_and_other_origins(server):
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         assert response.headers.get("Access-Control-Allow-Origin", "") == ""
+
+
+def test_serve_local_writes_a_judges_file_that_points_at_it_and_stops_on_sigterm(tmp_path):
+    from synpref.annotate.config import load_job_config
+
+    judges, ready = tmp_path / "judges.yaml", tmp_path / "url"
+    command = [sys.executable, "-m", "synpref", "judges", "serve-local", "--port", "0", "--parallel", "1",
+               "--context", "512", "--judges-out", str(judges), "--ready-file", str(ready)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        base_url = ready.read_text()
+        config = load_job_config(judges)
+        judge = config.judges[0]
+        assert (judge.backend, judge.model, judge.base_url, judge.api_key_env) == ("openai", llamacpp.MODEL_NAME, base_url, None)
+        assert (judge.structured_output, judge.max_tokens, judge.concurrency) == ("json_schema", 448, 1)
+        with urllib.request.urlopen(base_url + "/models", timeout=10) as response:  # no key asked for
+            assert llamacpp.MODEL_NAME in response.read().decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    expected = f"serving SmolLM2-135M-Instruct.Q4_1.gguf at {base_url}; judges file: {judges} (Ctrl-C stops)"
+    assert expected in output.splitlines()
