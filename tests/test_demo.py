@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -28,8 +29,40 @@ def test_tiny_demo_runs_every_step_and_resumes(tmp_path):
     assert "Judges, measured on each fold&#39;s loop gold" in page or "Judges, measured on each fold's loop gold" in page
     gate = json.loads((workspace / "runs" / "judge-gate" / "gating.json").read_text())
     assert [(row["judge"], row["n"]) for row in gate] == [("smollm2", 6)]
+    from synpref.annotate import llamacpp
+
+    engine = "llama.cpp server (openai backend)" if llamacpp.available() else "transformers (local backend)"
+    assert steps["attributes"]["judge"] == engine
     assert page.count("src='data:image/png;base64,") + page.count('src="data:image/png;base64,') >= 2
     assert 'src="gold_accuracy.png"' not in page  # every plot is inlined
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0
     assert (again.stderr + again.stdout).count("done earlier, skipped") == 9
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_the_demo_judge_is_the_llamacpp_server_only_where_the_extra_is_installed(installed, monkeypatch, tmp_path):
+    from synpref.annotate import llamacpp
+    from synpref.demo.run import Budget, DemoOptions, _Context
+
+    if installed and not llamacpp.available():
+        pytest.skip("the llamacpp extra is not installed (pip install 'synpref[llamacpp]')")
+    if not installed:
+        monkeypatch.setattr(llamacpp, "available", lambda: False)
+    options = DemoOptions(workspace=tmp_path)
+    workspace = types.SimpleNamespace(root=tmp_path)
+    context = _Context(options, workspace, Budget.for_options(options), None, log=lambda message: None)
+    try:
+        judge = context._judges().judges[0]
+        if installed:  # a real server, started by the first step that asks for the judge
+            assert judge.base_url == context.judge_server.base_url and judge.base_url.startswith("http://127.0.0.1:")
+            assert (judge.name, judge.backend, judge.structured_output, judge.max_tokens) == ("smollm2", "openai", "json_schema", 448)
+            assert context._judges().judges[0].base_url == judge.base_url  # one server for every step
+        else:
+            assert (judge.name, judge.backend, judge.model, judge.max_tokens) == ("smollm2", "local", "smollm2-135m", 160)
+            assert context.judge_server is None
+    finally:
+        server = context.judge_server
+        context.close()
+    if installed:
+        assert server.process.returncode == 0  # stopped by SIGTERM, cleanly
