@@ -110,8 +110,8 @@ def served_name(model: Optional[Path]) -> str:
     return MODEL_NAME if model is None else Path(model).stem
 
 
-def wait_until_healthy(base_url: str, timeout: float = 120.0, process: Optional[subprocess.Popen] = None) -> None:
-    """Poll /health until the server answers 200; fail early if `process` died."""
+def wait_until_healthy(base_url: str, timeout: float = 120.0) -> None:
+    """Poll /health until the server answers 200."""
     health = base_url.removesuffix("/v1") + "/health"
     deadline = time.monotonic() + timeout
     while True:
@@ -121,8 +121,6 @@ def wait_until_healthy(base_url: str, timeout: float = 120.0, process: Optional[
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        if process is not None and process.poll() is not None:
-            raise SynprefError(f"the local judge server exited with code {process.returncode} before answering")
         if time.monotonic() > deadline:
             raise SynprefError(f"the local judge server at {base_url} did not answer /health within {timeout:.0f} s")
         time.sleep(0.1)
@@ -169,7 +167,7 @@ class LocalJudgeServer:
                    "--api-key-env", API_KEY_ENV, "--ready-file", str(ready)]
         self.log_path = Path(self._directory.name) / "server.log"
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # inherits the key
         deadline = time.monotonic() + self.startup_timeout
         while not ready.exists():
             if self.process.poll() is not None:

@@ -267,9 +267,7 @@ class _Context:
         return JobConfig(judges=[judge], examples=2, parse_retries=1)
 
     def _judge_engine(self) -> str:
-        from synpref.annotate import llamacpp
-
-        return "llama.cpp server (openai backend)" if llamacpp.available() else "transformers (local backend)"
+        return "llama.cpp server (openai backend)" if self.judge_server else "transformers (local backend)"
 
     def _curate_config(self):
         from synpref.curate.config import CurateConfig
