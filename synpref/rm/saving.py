@@ -26,12 +26,16 @@ from synpref.rm.formatting import bos_is_chat_header, reward_chat_template
 _TOKENIZER_CLASSES_4X = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 
 
-def save_reward_model(model: Any, tokenizer: Any, output: str | Path) -> None:
-    """Write `model` (a sequence classifier) and `tokenizer` as a standard directory."""
+def save_reward_model(model: Any, tokenizer: Any, output: str | Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Write `model` (a sequence classifier) and `tokenizer` as a standard directory; with
+    `state_dict`, these weights instead of the model's own (the config names their dtype)."""
     output = Path(output)
-    model.save_pretrained(output, safe_serialization=True)
+    model.save_pretrained(output, safe_serialization=True, state_dict=state_dict)
     save_reward_tokenizer(tokenizer, output)
-    _compatible_config(output / "config.json")
+    dtype = None
+    if state_dict is not None:
+        dtype = next(str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point())
+    _compatible_config(output / "config.json", dtype)
 
 
 def save_reward_tokenizer(tokenizer: Any, output: str | Path) -> None:
@@ -61,9 +65,11 @@ def save_reward_tokenizer(tokenizer: Any, output: str | Path) -> None:
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-def _compatible_config(path: Path) -> None:
+def _compatible_config(path: Path, dtype: str | None = None) -> None:
     """Rewrite the 5.x-only entries of config.json so that 4.51 reads the same model."""
     config = json.loads(path.read_text())
+    if dtype is not None:
+        config["dtype"] = config["torch_dtype"] = dtype
     if "quantization_config" in config and config["quantization_config"] is None:
         del config["quantization_config"]  # 4.51 calls .get on it
     rope = config.get("rope_parameters")

@@ -29,6 +29,7 @@ from synpref.rm.config import TrainConfig, save_resolved_config
 from synpref.rm.data import encode_pairs, epoch_batches, load_pairs
 from synpref.rm.formatting import RewardFormatter
 from synpref.rm.loss import bradley_terry_loss, pair_metrics
+from synpref.rm.precision import MasterWeights
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -64,10 +65,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.head_only:
         return train_head_only(config)
     output = Path(config.output)
+    # bf16 is ours (master weights, or autocast entered here), so that one process can train
+    # with different settings in turn: accelerate fixes its precision once per process. fp16's
+    # loss scaling and DeepSpeed's and FSDP's own bf16 schemes stay accelerate's.
+    bf16 = config.mixed_precision == "bf16" and not _engine_owns_precision()
     # Without a GPU, say so: accelerate then runs several launched processes on CPU over gloo
     # (otherwise each process of `accelerate launch --multi_gpu` would train alone).
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
+        mixed_precision="no" if bf16 else config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         cpu=not torch.cuda.is_available(),
     )
@@ -92,9 +97,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_ratio * total_steps)
 
+    master = MasterWeights(model) if bf16 and config.master_weights else None
     # Fused AdamW: one kernel over all parameters (CPU and CUDA), as transformers' Trainer defaults to.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+        master.parameters if master else model.parameters(), lr=config.learning_rate,
+        weight_decay=config.weight_decay, fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -102,14 +109,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     from synpref.rm.packing import RewardForward, reward_reading
 
-    # The readout is part of the prepared module, so DDP and autocast see the whole forward pass.
+    # The readout is part of the prepared module, so DDP sees the whole forward pass.
     reading = reward_reading(model) if config.packing != "off" else None
     model, optimizer = accelerator.prepare(RewardForward(model, reading), optimizer)
     # Not prepared: accelerate would step a prepared scheduler once per process.
     accelerator.register_for_checkpointing(scheduler)
+    if master:
+        accelerator.register_for_checkpointing(master)
     state = _resume(accelerator, output) if config.resume else TrainState()
 
-    run = _Run(config, accelerator, model, optimizer, scheduler, tokenizer, formatter, gold, output)
+    run = _Run(config, accelerator, model, master, optimizer, scheduler, tokenizer, formatter, gold, output,
+               autocast_bf16=bf16 and master is None)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_resolved_config(config, output)
@@ -179,6 +189,13 @@ def feature_cache_root(config: TrainConfig) -> Path:
     return cache_dir() / "features"
 
 
+def _engine_owns_precision() -> bool:
+    """Whether `accelerate launch` runs DeepSpeed or FSDP, which apply bf16 their own way."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") or parse_flag_from_env("ACCELERATE_USE_FSDP")
+
+
 def _shard(global_batch: list[int], accelerator: Any) -> list[int]:
     size = len(global_batch) // accelerator.num_processes
     return global_batch[accelerator.process_index * size : (accelerator.process_index + 1) * size]
@@ -209,8 +226,10 @@ def _resume(accelerator: Any, output: Path) -> TrainState:
 class _Run:
     """The pieces of one training run, so the loop in `train` stays readable."""
 
-    def __init__(self, config, accelerator, model, optimizer, scheduler, tokenizer, formatter, gold, output):
-        self.config, self.accelerator, self.model = config, accelerator, model
+    def __init__(self, config, accelerator, model, master, optimizer, scheduler, tokenizer, formatter, gold, output,
+                 autocast_bf16):
+        self.config, self.accelerator, self.model, self.master = config, accelerator, model, master
+        self.autocast_bf16 = autocast_bf16
         self.optimizer, self.scheduler, self.tokenizer = optimizer, scheduler, tokenizer
         self.formatter, self.gold, self.output = formatter, gold, output
         self.window: dict[str, list] = {"loss": [], "chosen": [], "rejected": []}
@@ -229,6 +248,13 @@ class _Run:
         """The Hugging Face model inside the prepared `RewardForward`."""
         return self.accelerator.unwrap_model(self.model).model
 
+    def _autocast(self):
+        import torch
+
+        if self.autocast_bf16:
+            return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
+        return self.accelerator.autocast()
+
     def step(self, state: TrainState, micro_batches: list[list[int]], encoded) -> None:
         """One optimizer step over `micro_batches` (this process's share of each)."""
         started = time.perf_counter()
@@ -237,15 +263,21 @@ class _Run:
             # accelerate's accumulation: gradients are all-reduced, clipped and applied only on
             # the last micro-batch (the optimizer skips the others); the same code drives DDP
             # and DeepSpeed. `backward` divides the loss by the number of micro-batches.
-            with self.accelerator.accumulate(self.model), self.accelerator.autocast():
+            with self.accelerator.accumulate(self.model), self._autocast():
                 chosen, rejected = self._rewards(batch, encoded)
                 loss = bradley_terry_loss(
                     chosen, rejected, margin=self.config.margin, centering_coef=self.config.center_rewards_coef
                 )
                 self.accelerator.backward(loss)
+                trained = self.model.parameters()
+                if self.accelerator.sync_gradients and self.master:
+                    self.master.gradients_to_master()
+                    trained = self.master.parameters
                 if self.accelerator.sync_gradients and self.config.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+                    self.accelerator.clip_grad_norm_(trained, self.config.max_grad_norm)
                 self.optimizer.step()
+                if self.accelerator.sync_gradients and self.master:
+                    self.master.master_to_model()
                 self.optimizer.zero_grad(set_to_none=True)
             self._remember(loss.detach(), chosen.detach(), rejected.detach())
         self.scheduler.step()
@@ -311,7 +343,7 @@ class _Run:
             from synpref.rm.scorer import RewardScorer
 
             scorer = RewardScorer(self.reward_model, self.tokenizer, max_length=self.config.max_length)
-            with self.accelerator.autocast():
+            with self._autocast():
                 chosen, rejected = scorer.score_pairs(self.gold)
             accuracy = pairwise_accuracy(chosen, rejected)
             self._record(state.step, "gold", {"accuracy": accuracy})
@@ -329,7 +361,10 @@ class _Run:
     def _save_model(self) -> None:
         from synpref.rm.saving import save_reward_model
 
-        save_reward_model(self.reward_model, self.tokenizer, self.output)
+        model = self.reward_model
+        # With master weights, the fp32 copies are the trained model.
+        weights = self.master.full_precision_state_dict(model) if self.master else None
+        save_reward_model(model, self.tokenizer, self.output, state_dict=weights)
         save_resolved_config(self.config, self.output)
 
     def _checkpoint(self, state: TrainState) -> None:

@@ -91,26 +91,56 @@ def tiny_config(model_dir: Path, data: Path, output: Path, **overrides) -> Train
     return TrainConfig(**{**values, **overrides})
 
 
-def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path, tiny_llama_with_dropout_dir):
-    """3 steps, stop, resume for 3 more == 6 straight (dropout on: RNG state must resume too)."""
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_resume_gives_the_same_weights_as_a_straight_run(precision, tmp_path, tiny_llama_with_dropout_dir):
+    """3 steps, stop, resume for 3 more == 6 straight (dropout on: RNG state must resume too;
+    bf16: the fp32 master weights must resume, not the model's bf16 rounding of them)."""
     import shutil
 
     data = write_records(tmp_path / "train.jsonl", arithmetic_records(40, seed=1))
     straight = tmp_path / "straight"
-    train(tiny_config(tiny_llama_with_dropout_dir, data, straight, max_steps=6, save_every=3))
+    train(tiny_config(tiny_llama_with_dropout_dir, data, straight, max_steps=6, save_every=3, mixed_precision=precision))
     # The stopped run: only its step-3 checkpoint survives.
     resumed = tmp_path / "resumed"
     shutil.copytree(straight / "checkpoints", resumed / "checkpoints")
     assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["step-00000003"]
-    summary = train(tiny_config(tiny_llama_with_dropout_dir, data, resumed, max_steps=6, resume=True))
+    summary = train(tiny_config(tiny_llama_with_dropout_dir, data, resumed, max_steps=6, resume=True,
+                                mixed_precision=precision))
     assert summary["steps"] == 6
     difference = max_difference(load_weights(straight), load_weights(resumed))
     print(f"straight vs resumed: largest weight difference {difference:.2e}")
     assert difference <= 1e-6
+    assert {value.dtype for value in load_weights(resumed).values()} == {torch_dtype("float32")}
     # Resuming matters: three more steps from scratch land elsewhere.
     fresh = tmp_path / "fresh"
-    train(tiny_config(tiny_llama_with_dropout_dir, data, fresh, max_steps=3))
+    train(tiny_config(tiny_llama_with_dropout_dir, data, fresh, max_steps=3, mixed_precision=precision))
     assert max_difference(load_weights(straight), load_weights(fresh)) > 1e-3
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def test_bf16_master_weights_train_like_autocast_and_save_fp32(tmp_path, tiny_llama_dir):
+    """The same 6 steps in bf16 with master weights (the default) and under autocast: the same
+    losses to bf16 precision; the saved model holds the fp32 master weights and says so."""
+    import torch
+
+    data = write_records(tmp_path / "train.jsonl", arithmetic_records(40, seed=4))
+    runs = {}
+    for name, master in (("master", True), ("autocast", False)):
+        output = tmp_path / name
+        train(tiny_config(tiny_llama_dir, data, output, max_steps=6, mixed_precision="bf16", master_weights=master))
+        logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = [m["loss"] for m in logged if m["kind"] == "train"]
+        assert {v.dtype for v in load_weights(output).values()} == {torch.float32}
+        assert json.loads((output / "config.json").read_text())["torch_dtype"] == "float32"
+    print(f"losses: master {runs['master']} autocast {runs['autocast']}")
+    assert len(runs["master"]) == 6
+    assert runs["master"] == pytest.approx(runs["autocast"], abs=0.01)
+    assert runs["master"][0] != runs["master"][-1]  # it trained
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_llama_dir):
