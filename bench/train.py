@@ -1,8 +1,10 @@
 """Training throughput: `synpref train` vs TRL's `RewardTrainer`, side by side, one run.
 
 Same backbone (SmolLM2-135M-Instruct, same seeded score head), same pairs, same token ids,
-same batch size, learning rate and schedule (linear decay, no warmup), one epoch, same dtype
-(bf16 autocast by default: TRL's default, and this CPU has bf16 units).
+same batch size, learning rate and schedule (linear decay, no warmup), one epoch, bf16 by
+default (this CPU has bf16 units): TRL's bf16 is autocast over fp32 weights, synpref's default
+bf16 is a bf16 model with fp32 master weights (`--no-master-weights` in `synpref train` gives
+autocast).
 
 TRL drops every pair whose chosen or rejected input is longer than max_length instead of
 truncating it, so both trainers get the pairs of the --pairs pool sample that fit in
