@@ -12,7 +12,11 @@ to the response, so its prompt is not shareable).
 The mask is a dense (rows, 1, width, width) boolean mask that SDPA takes on CPU and GPU (a
 varlen/flash kernel would skip the masked blocks; transformers' flash path needs flash-attn,
 which CPU machines do not have). Widths stay at the longest item of the pass, so the masked
-attention costs no more than padding to the longest did.
+attention costs no more than padding to the longest did. For decoders, `causal_attention`
+replaces one masked SDPA call per layer by one call per 256-query chunk against the keys up
+to the chunk's end (the mask is causal within a row, so the rest is masked anyway), with the
+query heads that share a key/value head folded into the query axis: it skips the upper
+triangle that a masked kernel computes and discards, and runs larger matrix products.
 
 The reward is read where the model's own head reads it: at each sequence's last token for a
 decoder's `score` layer, at the first ([CLS]) token through the pooler for BERT.
@@ -200,6 +204,84 @@ def attention_mask(group: Any, branch: Any, *, causal: bool) -> Any:
     return mask[:, None]
 
 
+CAUSAL_ATTENTION = "synpref_packed_causal"
+QUERY_CHUNK = 256
+
+
+class _ChunkMasks:
+    """The per-chunk masks of the last packed mask seen, built once per forward pass, not per layer."""
+
+    mask: Any = None
+    groups: int = 0
+    chunks: list[tuple[int, int, Any]] = []
+
+    @classmethod
+    def of(cls, mask: Any, groups: int) -> list[tuple[int, int, Any]]:
+        if mask is not cls.mask or groups != cls.groups:
+            rows, _, width, _ = mask.shape
+            chunks = []
+            for start in range(0, width, QUERY_CHUNK):
+                end = min(width, start + QUERY_CHUNK)
+                part = mask[:, :, start:end, :end]
+                # Query heads sharing a key/value head lie one after the other on the query axis.
+                part = part[:, :, None].expand(rows, 1, groups, end - start, end).reshape(rows, 1, groups * (end - start), end)
+                chunks.append((start, end, part))
+            cls.mask, cls.groups, cls.chunks = mask, groups, chunks
+        return cls.chunks
+
+    @classmethod
+    def clear(cls) -> None:
+        cls.mask, cls.chunks = None, []
+
+
+def causal_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                     scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """A transformers attention function for packed causal batches (see the module docstring).
+
+    `query` is (rows, heads, width, dim), `key`/`value` (rows, kv heads, width, dim) and
+    `attention_mask` a boolean (rows, 1, width, width) mask that is lower triangular in the row
+    (`attention_mask(..., causal=True)`); returns (rows, width, heads, dim) as transformers' SDPA
+    function does, with the same values.
+    """
+    rows, heads, width, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    folded = query.view(rows, kv_heads, groups, width, dim)
+    outputs = []
+    for start, end, mask in _ChunkMasks.of(attention_mask, groups):
+        chunk = folded[:, :, :, start:end].reshape(rows, kv_heads, groups * (end - start), dim)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            chunk, key[:, :, :end], value[:, :, :end], attn_mask=mask, dropout_p=dropout, scale=scaling)
+        outputs.append(out.view(rows, kv_heads, groups, end - start, dim))
+    out = torch.cat(outputs, dim=3).view(rows, heads, width, dim)
+    return out.transpose(1, 2).contiguous(), None
+
+
+class _PackedCausalAttention:
+    """Runs a decoder's attention layers with `causal_attention` where they would use SDPA.
+
+    Not under activation checkpointing with gradients: its recomputation runs in the backward
+    pass, after this context has restored SDPA, and must repeat the forward pass exactly.
+    """
+
+    def __init__(self, model: Any):
+        self.config = model.config
+        recomputes = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+        self.active = getattr(self.config, "_attn_implementation", None) == "sdpa" and not recomputes
+
+    def __enter__(self) -> None:
+        if self.active:
+            from transformers import AttentionInterface
+
+            AttentionInterface.register(CAUSAL_ATTENTION, causal_attention)
+            self.config._attn_implementation = CAUSAL_ATTENTION
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            self.config._attn_implementation = "sdpa"
+        _ChunkMasks.clear()
+
+
 def packed_rewards(model: Any, batch: PackedBatch, reading: str) -> Any:
     """One reward per readout of the packed items, in fp32, left on the model's device."""
     inputs = dict(batch.inputs)
@@ -207,7 +289,8 @@ def packed_rewards(model: Any, batch: PackedBatch, reading: str) -> Any:
     inputs["attention_mask"] = attention_mask(group, branch, causal=reading == "last")
     base = getattr(model, model.base_model_prefix)
     if reading == "last":
-        hidden = base(**inputs, use_cache=False).last_hidden_state
+        with _PackedCausalAttention(base):
+            hidden = base(**inputs, use_cache=False).last_hidden_state
         picked = hidden.flatten(0, 1)[batch.read_index]
         return model.score(picked)[:, 0].float()
     hidden = base(**inputs).last_hidden_state

@@ -143,3 +143,70 @@ def test_pairs_scored_as_trees_equal_the_padded_pairs(tiny_llama_dir):
     padded_chosen, padded_rejected = RewardScorer(model, tokenizer, packing=False).score_pairs(pairs)
     assert max(abs(a - b) for a, b in zip(chosen + rejected, padded_chosen + padded_rejected)) < 1e-5
     assert len({round(r, 4) for r in padded_chosen + padded_rejected}) == 24
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(9, 3), (4, 4)])
+def test_chunked_causal_attention_equals_one_masked_sdpa_call_with_gradients(heads, kv_heads):
+    """`causal_attention` (256-query chunks, query heads folded onto their key/value head) gives
+    SDPA's output and gradients on a packed mask of pair trees and sequences 600 tokens wide."""
+    import torch
+
+    from synpref.rm.packing import QUERY_CHUNK, causal_attention
+
+    rng = random.Random(3)
+    items = [pair_item([7] * 300 + [rng.randrange(9) for _ in range(250)], [7] * 300 + [rng.randrange(9) for _ in range(40)]),
+             Item([1] * 600), Item([2] * 260), Item([3] * 200), Item([4] * 90)]
+    packed = pack(items, reading="last", pad_token_id=0)
+    assert packed.inputs["input_ids"].shape == (3, 600) and 600 > 2 * QUERY_CHUNK  # three chunks, the last one short
+    mask = attention_mask(packed.inputs["group"], packed.inputs["branch"], causal=True)
+    torch.manual_seed(0)
+    query = torch.randn(3, heads, 600, 16, dtype=torch.float64, requires_grad=True)
+    key, value = (torch.randn(3, kv_heads, 600, 16, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    weights = torch.randn(3, 600, heads, 16, dtype=torch.float64)
+
+    class Attention(torch.nn.Module):
+        num_key_value_groups = heads // kv_heads
+
+    out, _ = causal_attention(Attention(), query, key, value, mask, scaling=0.25)
+    (out * weights).sum().backward()
+    chunked = [out.detach()] + [t.grad.clone() for t in (query, key, value)]
+    for t in (query, key, value):
+        t.grad = None
+    groups = heads // kv_heads
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=mask, scale=0.25)
+    expected = expected.transpose(1, 2)
+    (expected * weights).sum().backward()
+    reference = [expected.detach()] + [t.grad for t in (query, key, value)]
+    assert out.shape == (3, 600, heads, 16)
+    for got, want in zip(chunked, reference):
+        assert (got - want).abs().max().item() < 1e-10
+
+
+def test_packed_decoder_passes_use_the_chunked_attention_and_give_sdpa_back(tiny_llama_dir):
+    """The attention implementation is swapped for the packed pass only (and not under
+    activation checkpointing, whose recomputation in the backward pass must repeat SDPA)."""
+    import torch
+
+    from synpref.rm.models import load_reward_model
+    from synpref.rm.packing import CAUSAL_ATTENTION, RewardForward, reward_reading
+    from synpref.rm.trainer import pair_rewards
+
+    model, tokenizer = load_reward_model(str(tiny_llama_dir))
+    seen = []
+    model.model.layers[0].self_attn.register_forward_hook(lambda module, args, out: seen.append(module.config._attn_implementation))
+    forward = RewardForward(model, reward_reading(model))
+    pairs = [([5, 6, 7] * 100, [5, 6, 8] * 90), ([9] * 40, [9, 10] * 30)]
+    kwargs = {"pad_token_id": tokenizer.pad_token_id, "separator": None, "device": "cpu"}
+    losses = {}
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()
+        chosen, rejected = pair_rewards(forward, pairs, packing="pairs", **kwargs)
+        loss = torch.nn.functional.softplus(rejected - chosen).mean()
+        loss.backward()  # recomputes under checkpointing: would raise if the forward pass differed
+        losses[checkpointing] = loss.item()
+    assert seen == [CAUSAL_ATTENTION, "sdpa", "sdpa"]  # the last one is the checkpoint's recomputation
+    assert model.config._attn_implementation == "sdpa"
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6)
