@@ -24,6 +24,7 @@ decoder's `score` layer, at the first ([CLS]) token through the pooler for BERT.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,16 +209,16 @@ CAUSAL_ATTENTION = "synpref_packed_causal"
 QUERY_CHUNK = 256
 
 
-class _ChunkMasks:
-    """The per-chunk masks of the last packed mask seen, built once per forward pass, not per layer."""
+class _ChunkMasks(threading.local):
+    """The per-chunk masks of the last packed mask seen (per thread), built once per forward
+    pass, not once per layer."""
 
     mask: Any = None
     groups: int = 0
     chunks: list[tuple[int, int, Any]] = []
 
-    @classmethod
-    def of(cls, mask: Any, groups: int) -> list[tuple[int, int, Any]]:
-        if mask is not cls.mask or groups != cls.groups:
+    def of(self, mask: Any, groups: int) -> list[tuple[int, int, Any]]:
+        if mask is not self.mask or groups != self.groups:
             rows, _, width, _ = mask.shape
             chunks = []
             for start in range(0, width, QUERY_CHUNK):
@@ -226,12 +227,14 @@ class _ChunkMasks:
                 # Query heads sharing a key/value head lie one after the other on the query axis.
                 part = part[:, :, None].expand(rows, 1, groups, end - start, end).reshape(rows, 1, groups * (end - start), end)
                 chunks.append((start, end, part))
-            cls.mask, cls.groups, cls.chunks = mask, groups, chunks
-        return cls.chunks
+            self.mask, self.groups, self.chunks = mask, groups, chunks
+        return self.chunks
 
-    @classmethod
-    def clear(cls) -> None:
-        cls.mask, cls.chunks = None, []
+    def clear(self) -> None:
+        self.mask, self.chunks = None, []
+
+
+_CHUNK_MASKS = _ChunkMasks()
 
 
 def causal_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
@@ -248,7 +251,7 @@ def causal_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     groups = heads // kv_heads
     folded = query.view(rows, kv_heads, groups, width, dim)
     outputs = []
-    for start, end, mask in _ChunkMasks.of(attention_mask, groups):
+    for start, end, mask in _CHUNK_MASKS.of(attention_mask, groups):
         chunk = folded[:, :, :, start:end].reshape(rows, kv_heads, groups * (end - start), dim)
         out = torch.nn.functional.scaled_dot_product_attention(
             chunk, key[:, :, :end], value[:, :, :end], attn_mask=mask, dropout_p=dropout, scale=scaling)
@@ -279,7 +282,7 @@ class _PackedCausalAttention:
     def __exit__(self, *exc: Any) -> None:
         if self.active:
             self.config._attn_implementation = "sdpa"
-        _ChunkMasks.clear()
+        _CHUNK_MASKS.clear()
 
 
 def packed_rewards(model: Any, batch: PackedBatch, reading: str) -> Any:
