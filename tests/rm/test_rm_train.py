@@ -236,4 +236,12 @@ def test_gradient_checkpointing_changes_memory_not_results(tmp_path, tiny_llama_
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
     train(tiny_config(tiny_llama_dir, data, plain, max_steps=2))
     train(tiny_config(tiny_llama_dir, data, checkpointed, max_steps=2, gradient_checkpointing=True))
-    assert max_difference(load_weights(plain), load_weights(checkpointed)) <= 1e-6
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if "loss" in json.loads(line)] for run in (plain, checkpointed)]
+    assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], abs=1e-6)
+    # Under checkpointing the packed attention is one SDPA call, not the chunked one (its
+    # recomputation must repeat the forward pass), so the gradients differ in rounding only;
+    # Adam's first steps turn that into at most 1e-4 of weights that 2 steps at lr 1e-3 move by ~2e-3.
+    moved = max_difference(load_weights(plain), load_weights(tiny_llama_dir))
+    assert moved > 1e-3
+    assert max_difference(load_weights(plain), load_weights(checkpointed)) <= 1e-4
