@@ -247,6 +247,13 @@ def causal_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     function does, with the same values.
     """
     rows, heads, width, dim = query.shape
+    if (attention_mask is None or attention_mask.dtype != torch.bool or key.shape[2] != width
+            or any(kwargs.get(name) is not None for name in ("softcap", "sinks", "s_aux", "position_bias"))):
+        # Not a packed pass, or a model whose attention adds terms: transformers' own SDPA path
+        # (which raises where SDPA cannot do what the model asks).
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     kv_heads = key.shape[1]
     groups = heads // kv_heads
     folded = query.view(rows, kv_heads, groups, width, dim)

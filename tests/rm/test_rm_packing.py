@@ -210,3 +210,24 @@ def test_packed_decoder_passes_use_the_chunked_attention_and_give_sdpa_back(tiny
     assert seen == [CAUSAL_ATTENTION, "sdpa", "sdpa"]  # the last one is the checkpoint's recomputation
     assert model.config._attn_implementation == "sdpa"
     assert losses[True] == pytest.approx(losses[False], abs=1e-6)
+
+
+def test_chunked_attention_hands_what_it_does_not_do_to_transformers_sdpa():
+    import torch
+
+    from synpref.rm.packing import causal_attention
+
+    class Attention(torch.nn.Module):
+        num_key_value_groups = 1
+        is_causal = True
+
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(1, 2, 5, 4) for _ in range(3))
+    # No mask: transformers' path, causal by itself.
+    out, _ = causal_attention(Attention(), query, key, value, None)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True).transpose(1, 2)
+    assert (out - expected).abs().max().item() < 1e-6
+    # A term SDPA cannot add (Gemma 2's logit soft-capping) is refused, not dropped.
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
+    with pytest.raises(ValueError, match="softcap"):
+        causal_attention(Attention(), query, key, value, mask, softcap=50.0)
