@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synpref.reward.spec import RewardSpec, RmTransform, TaskSpec
-from synpref.reward.verifiers import BadReference, Outcome, Verdict, Verifier, get_verifier
+from synpref.reward.verifiers import BadReference, Outcome, Verdict
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,15 @@ def transform_rm(score: float, rm: RmTransform) -> float:
     if rm.transform == "clip":
         return min(score, rm.threshold)
     if rm.transform == "sigmoid":
-        return 1 / (1 + math.exp(-(score - rm.threshold) / rm.temperature))
+        return _sigmoid((score - rm.threshold) / rm.temperature)
     return score
+
+
+def _sigmoid(x: float) -> float:
+    """Without overflow: exp is only taken of a non-positive number (x may be +-inf)."""
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    return math.exp(x) / (1 + math.exp(x))
 
 
 def combine(task: TaskSpec, rm: float, verdict: Verdict | None) -> tuple[float, float, float]:
@@ -56,37 +63,61 @@ def read_label(label: Any, default_task: str) -> tuple[str, Any]:
     return default_task, label
 
 
+class BadLabel(BadReference):
+    """A label of one item of a batch that the spec cannot use: "item INDEX: REASON"."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"item {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
 class HybridReward:
-    """A reward spec with its verifiers built once."""
+    """A reward spec whose verifiers run in a `VerifierPool` (worker processes with time and
+    memory limits, started on first use); `close()` stops them."""
 
     def __init__(self, spec: RewardSpec):
+        from synpref.reward.sandbox import VerifierPool
+
         self.spec = spec
-        self.verifiers: dict[str, Verifier] = {
-            name: get_verifier(task.verifier, task.options) for name, task in spec.tasks.items() if task.verifier
-        }
+        self.pool = VerifierPool(spec)
+
+    def close(self) -> None:
+        self.pool.close()
 
     def components(self, rm: float, response: str, label: Any) -> Components:
         """Raises BadReference for a label the spec cannot use (unknown task, bad reference)."""
+        return self.many([rm], [response], [label])[0]
+
+    def many(self, scores: list[float], responses: list[str], labels: list[Any], deadline: float | None = None,
+             cancel=None) -> list[Components]:  # fmt: skip
+        """Components of every item; raises `BadLabel` (a BadReference) naming an unusable label. `deadline` (monotonic)
+        and `cancel` (a threading.Event) drop the verification, raising `sandbox.Cancelled`."""
+        tasks = [self._task(index, label) for index, label in enumerate(labels)]
+        to_verify = [i for i, (name, reference) in enumerate(tasks) if name in self.pool_tasks and reference is not None]
+        verdicts = self.pool.verify([(tasks[i][0], responses[i], tasks[i][1]) for i in to_verify], deadline, cancel)
+        by_item: dict[int, Verdict] = {}
+        for index, verdict in zip(to_verify, verdicts):
+            if isinstance(verdict, BadReference):
+                raise BadLabel(index, str(verdict))
+            by_item[index] = verdict
+        results = []
+        for index, ((name, _), rm) in enumerate(zip(tasks, scores, strict=True)):
+            rm_term, rule, combined = combine(self.spec.tasks[name], rm, by_item.get(index))
+            results.append(Components(name, rm, rm_term, rule, combined, by_item.get(index)))
+        return results
+
+    @property
+    def pool_tasks(self) -> set[str]:
+        return {name for name, task in self.spec.tasks.items() if task.verifier}
+
+    def _task(self, index: int, label: Any) -> tuple[str, Any]:
         name, reference = read_label(label, self.spec.default_task)
         task = self.spec.tasks.get(name) if isinstance(name, str) else None
         if task is None:
-            raise BadReference(f"unknown task {name!r:.60}; the reward spec has {', '.join(self.spec.tasks)}")
-        verifier = self.verifiers.get(name)
+            raise BadLabel(index, f"unknown task {name!r:.60}; the reward spec has {', '.join(self.spec.tasks)}")
         if task.combine == "rule" and reference is None:
-            raise BadReference(f"task {name!r} is scored by its verifier alone and needs a reference")
-        verdict = verifier.verify(response, reference) if verifier is not None and reference is not None else None
-        rm_term, rule, combined = combine(task, rm, verdict)
-        return Components(name, rm, rm_term, rule, combined, verdict)
-
-    def many(self, scores: list[float], responses: list[str], labels: list[Any]) -> list[Components]:
-        """Components of every item; a BadReference names the item's index."""
-        results = []
-        for index, (rm, response, label) in enumerate(zip(scores, responses, labels, strict=True)):
-            try:
-                results.append(self.components(rm, response, label))
-            except BadReference as error:
-                raise BadReference(f"item {index}: {error}") from None
-        return results
+            raise BadLabel(index, f"task {name!r} is scored by its verifier alone and needs a reference")
+        return name, reference
 
 
 def numeric_logs(components: list[Components]) -> dict[str, list[float]]:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from synpref.errors import SynprefError
-from synpref.reward.combine import Components, HybridReward
+from synpref.reward.combine import BadLabel, Components, HybridReward
 from synpref.reward.spec import RewardSpec, save_spec
-from synpref.reward.verifiers import BadReference, Outcome
+from synpref.reward.verifiers import Outcome
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,12 @@ def _item(number: int, text: str, path: Path) -> Item:
 def score_items(items: list[Item], spec: RewardSpec, scorer) -> list[Components]:
     scores = scorer.score([item.conversation for item in items])
     hybrid = HybridReward(spec)
-    parts = []
-    for item, rm in zip(items, scores, strict=True):
-        try:
-            parts.append(hybrid.components(rm, item.response, item.label))
-        except BadReference as error:
-            raise SynprefError(f"line {item.line}: {error}") from None
-    return parts
+    try:
+        return hybrid.many(scores, [item.response for item in items], [item.label for item in items])
+    except BadLabel as error:
+        raise SynprefError(f"line {items[error.index].line}: {error.reason}") from None
+    finally:
+        hybrid.close()
 
 
 def score_file(data: Path, spec: RewardSpec, scorer, output: Path) -> dict[str, Any]:

@@ -10,10 +10,12 @@ tasks:
     w_rule: 1.0
     rm: {transform: clip, threshold: 2.0}   # f: identity | clip (min(rm, t)) | sigmoid((rm - t) / temperature)
     unparseable_penalty: 0.5  # subtracted when no answer can be read from the response
+limits: {time_s: 2.0, memory_mb: 1024, workers: 2}  # the verifier processes (synpref.reward.sandbox)
 ```
 
-`rule` is 1 for a correct answer, 0 otherwise. Unknown keys anywhere are errors; the resolved
-spec (defaults filled in) is what the server saves beside its logs.
+`rule` is 1 for a correct answer, 0 otherwise. Unknown keys anywhere are errors, and so is a number
+that is not finite (a NaN weight would answer every reward as NaN); the resolved spec (defaults
+filled in) is what the server saves beside its logs.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synpref.config import load_yaml, validated
 
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 class RmTransform(BaseModel):
     """f(rm): keeps an over-optimised RM from paying ever more (Skywork R1V2's calibrated thresholds)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     transform: Literal["identity", "clip", "sigmoid"] = Field("identity", description="identity: the raw score; clip: min(score, threshold); sigmoid: sigmoid((score - threshold) / temperature)")
     threshold: float | None = Field(None, description="calibrated RM score (see `synpref reward score`'s report)")
-    temperature: float = Field(1.0, gt=0, description="sigmoid only: RM-score units per unit of logit")
+    # A tiny temperature makes the sigmoid a step; below 1e-6 it only overflows.
+    temperature: float = Field(1.0, ge=1e-6, description="sigmoid only: RM-score units per unit of logit")
 
     @model_validator(mode="after")
     def _threshold_needed(self) -> RmTransform:
@@ -44,7 +49,7 @@ class RmTransform(BaseModel):
 
 
 class TaskSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     verifier: str | None = Field(None, description="verifier name; null: no rule, the RM alone")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the verifier (e.g. choice: {letters: ABCD})")
@@ -66,11 +71,22 @@ class TaskSpec(BaseModel):
         return self
 
 
+class VerifierLimits(BaseModel):
+    """Where verifiers run: worker processes that a hostile reply cannot take down with them."""
+
+    model_config = _STRICT
+
+    time_s: float = Field(2.0, gt=0, le=60, description="wall time per item; past it the worker is killed and the item is unparseable")
+    memory_mb: int = Field(1024, ge=256, description="address space of a verifier process; past it the item is unparseable")
+    workers: int = Field(2, ge=1, le=64, description="verifier processes (each verifies one batch at a time)")
+
+
 class RewardSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     default_task: str
     tasks: dict[str, TaskSpec] = Field(min_length=1)
+    limits: VerifierLimits = Field(default_factory=VerifierLimits)
 
     @model_validator(mode="after")
     def _default_known(self) -> RewardSpec:

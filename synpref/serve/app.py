@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -128,6 +129,9 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.router.add_event_handler("shutdown", model.close)
     app.router.add_event_handler("shutdown", stage.close)
+    if hybrid is not None:
+        app.router.add_event_handler("startup", hybrid.pool.start)
+        app.router.add_event_handler("shutdown", hybrid.close)
     keys = [k.encode() for k in config.api_keys]
 
     async def rewards(job: EncodeJob, sequences_out: list | None = None) -> list[float]:
@@ -155,7 +159,7 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         if hybrid is None or body.reference is None:
             return ScoreResponse(scores=scores)
         replies = [conversation[-1].content for conversation in body.conversations]
-        parts = await _components(hybrid, scores, replies, body.reference)
+        parts = await _components(hybrid, scores, replies, body.reference, config.request_timeout_s)
         reasons = [c.verdict.reason if c.verdict else None for c in parts]
         return ScoreResponse(scores=scores, rewards=[c.combined for c in parts], components=numeric_logs(parts), reasons=reasons)
 
@@ -187,7 +191,7 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
         if len(prompts) != len(body.query):
             raise HTTPException(422, f"{len(prompts)} prompts for {len(body.query)} queries")
         replies = [reader.reply(query, prompt) for query, prompt in zip(body.query, prompts)]
-        parts = await _components(hybrid, scores, replies, body.labels)
+        parts = await _components(hybrid, scores, replies, body.labels, config.request_timeout_s)
         combined = [c.combined for c in parts]
         return RewardResponse(rewards=combined, scores=combined, extra_logs={**extra, **numeric_logs(parts)})
 
@@ -209,15 +213,25 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
     return app
 
 
-async def _components(hybrid: HybridReward, scores: list[float], replies: list[str], labels: list | None) -> list[Components]:
-    """Verifier verdicts and combined rewards, off the event loop (sympy takes milliseconds)."""
+async def _components(hybrid: HybridReward, scores: list[float], replies: list[str], labels: list | None,
+                      timeout_s: float) -> list[Components]:  # fmt: skip
+    """Verifier verdicts and combined rewards from the verifier processes (`synpref.reward.sandbox`:
+    each item under a time limit), awaited in a thread; past `timeout_s`, or when the request is
+    cancelled, the verification is dropped and its worker killed."""
+    from synpref.reward.sandbox import Cancelled
+
     labels = labels if labels is not None else [None] * len(scores)
     if len(labels) != len(scores):
         raise HTTPException(422, f"{len(labels)} labels for {len(scores)} items")
+    cancel = threading.Event()
     try:
-        return await run_in_threadpool(hybrid.many, scores, replies, labels)
+        return await run_in_threadpool(hybrid.many, scores, replies, labels, time.monotonic() + timeout_s, cancel)
     except BadReference as error:
         raise HTTPException(422, str(error)) from None
+    except Cancelled:
+        raise HTTPException(504, f"verification not done within {timeout_s:g} s") from None
+    finally:
+        cancel.set()  # a no-op when done; when this coroutine is cancelled, it stops the worker
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
