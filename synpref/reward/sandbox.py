@@ -308,7 +308,7 @@ def _check(closed: bool, deadline: float | None, cancel: threading.Event | None)
 def _failed(overdue: bool, time_s: float) -> Verdict:
     if overdue:
         return Verdict(Outcome.UNPARSEABLE, f"time limit ({time_s:g} s)")
-    return Verdict(Outcome.UNPARSEABLE, "the verifier process died (memory limit)")
+    return Verdict(Outcome.UNPARSEABLE, "the verifier process died")
 
 
 def _decode(message: list) -> Verdict | BadReference:
