@@ -80,6 +80,7 @@ class HybridReward:
 
         self.spec = spec
         self.pool = VerifierPool(spec)
+        self.verified_tasks = {name for name, task in spec.tasks.items() if task.verifier}
 
     def close(self) -> None:
         self.pool.close()
@@ -93,7 +94,7 @@ class HybridReward:
         """Components of every item; raises `BadLabel` (a BadReference) naming an unusable label. `deadline` (monotonic)
         and `cancel` (a threading.Event) drop the verification, raising `sandbox.Cancelled`."""
         tasks = [self._task(index, label) for index, label in enumerate(labels)]
-        to_verify = [i for i, (name, reference) in enumerate(tasks) if name in self.pool_tasks and reference is not None]
+        to_verify = [i for i, (name, reference) in enumerate(tasks) if name in self.verified_tasks and reference is not None]
         verdicts = self.pool.verify([(tasks[i][0], responses[i], tasks[i][1]) for i in to_verify], deadline, cancel)
         by_item: dict[int, Verdict] = {}
         for index, verdict in zip(to_verify, verdicts):
@@ -105,10 +106,6 @@ class HybridReward:
             rm_term, rule, combined = combine(self.spec.tasks[name], rm, by_item.get(index))
             results.append(Components(name, rm, rm_term, rule, combined, by_item.get(index)))
         return results
-
-    @property
-    def pool_tasks(self) -> set[str]:
-        return {name for name, task in self.spec.tasks.items() if task.verifier}
 
     def _task(self, index: int, label: Any) -> tuple[str, Any]:
         name, reference = read_label(label, self.spec.default_task)

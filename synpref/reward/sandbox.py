@@ -18,7 +18,6 @@ is unpickled.
 
 from __future__ import annotations
 
-import json
 import logging
 import mmap
 import os
@@ -32,6 +31,8 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
+
+import orjson
 
 from synpref.reward.spec import RewardSpec, VerifierLimits
 from synpref.reward.verifiers import BadReference, Outcome, Verdict
@@ -98,7 +99,7 @@ def _worker_main(requests: Connection, results: Connection, clock: mmap.mmap, me
     results.send_bytes(b"[]")  # ready
     while True:
         try:
-            batch = json.loads(requests.recv_bytes())
+            batch = _loads(requests.recv_bytes())
         except EOFError:
             return
         done: list[list] = []
@@ -107,9 +108,9 @@ def _worker_main(requests: Connection, results: Connection, clock: mmap.mmap, me
             _CLOCK.pack_into(clock, 0, time.monotonic(), index)
             done.append(_verify_one(verifiers, task, response, reference))
             if time.monotonic() - flushed >= _FLUSH_S:
-                results.send_bytes(json.dumps(done).encode())
+                results.send_bytes(orjson.dumps(done))
                 done, flushed = [], time.monotonic()
-        results.send_bytes(json.dumps(done).encode())
+        results.send_bytes(orjson.dumps(done))
         if any(result[0] == "verdict" and result[2] == _MEMORY_LIMIT for result in done):
             return  # a worker that ran out of memory may be left fragmented: start afresh
 
@@ -264,12 +265,12 @@ class VerifierPool:
             if not worker.alive() or time.monotonic() - started > _STARTUP_S:
                 raise RuntimeError(f"a verifier process did not start (exit code {worker.process.poll()})")
         worker.start_clock()  # the previous batch's clock must not count against this one
-        worker.requests.send_bytes(json.dumps([items[i] for i in pending]).encode())
+        worker.requests.send_bytes(_dumps([items[i] for i in pending]))
         received = 0
         while received < len(pending):
             try:
                 if worker.results.poll(_POLL_S):
-                    for message in json.loads(worker.results.recv_bytes()):
+                    for message in orjson.loads(worker.results.recv_bytes()):
                         done[pending[received]] = _decode(message)
                         received += 1
                     continue
@@ -309,6 +310,25 @@ def _failed(overdue: bool, time_s: float) -> Verdict:
     if overdue:
         return Verdict(Outcome.UNPARSEABLE, f"time limit ({time_s:g} s)")
     return Verdict(Outcome.UNPARSEABLE, "the verifier process died")
+
+
+def _dumps(batch: list) -> bytes:
+    """orjson refuses NaN and numbers past 64 bits, which JSON bodies can hold in a reference."""
+    try:
+        return orjson.dumps(batch)
+    except TypeError:
+        import json
+
+        return json.dumps(batch).encode()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # what only `_dumps`' fallback writes: NaN, a lone surrogate
+        import json
+
+        return json.loads(data)
 
 
 def _decode(message: list) -> Verdict | BadReference:

@@ -168,3 +168,9 @@ def test_a_spec_number_that_is_not_finite_is_refused(tmp_path):
 def test_the_sigmoid_transform_never_overflows():
     sharp = RmTransform(transform="sigmoid", threshold=0.0, temperature=1e-6)
     assert [transform_rm(s, sharp) for s in (-1e6, -1.0, 0.0, 1.0, 1e6, math.inf, -math.inf)] == [0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_references_json_cannot_carry_natively_still_reach_the_worker(pool):
+    """NaN and integers past 64 bits are valid in a Python JSON body; the pool's messages carry them."""
+    verdicts = pool.verify([("regex", "n 123", "\\d+"), ("math", f"\\boxed{{{2**70}}}", 2**70), ("math", "\\boxed{1}", math.nan)])
+    assert [v.outcome.value for v in verdicts] == ["correct", "correct", "incorrect"]
