@@ -4,7 +4,7 @@ Security (DESIGN.md, non-functional rules): every route but /login and /static d
 `current_user` (anonymous: redirect to /login) and every /admin route on `admin_user`
 (annotator: 403); every POST depends on `form_with_csrf` (the session's token must come back
 in the form); the session cookie (signed, HttpOnly, SameSite=Strict) names a server-side
-session that logout deletes (logins.py), and failed logins back off per name and address;
+session that logout deletes (logins.py), and failed logins back off per name, address and both;
 an annotator opens and submits only pairs open to them (`work_queue.may_judge`, else 403); model
 text goes through `render.markdown` and everything else through Jinja2's autoescaping; a
 Content Security Policy forbids inline scripts as a second line of defence.
@@ -188,7 +188,7 @@ def login_page(request: Request):
 def login(request: Request, form: dict = Depends(form_with_csrf)):
     name, throttle = form.get("name", ""), request.app.state.throttle
     address = request.client.host if request.client else ""
-    wait = throttle.wait(name, address)
+    wait = throttle.reserve(name, address)  # counts this try as failed until it succeeds
     if wait:  # refused before hashing: a locked-out guesser costs no argon2 work
         response = page(request, "login.html", error=f"too many failed logins: try again in {wait} seconds")
         response.status_code = 429
@@ -196,9 +196,8 @@ def login(request: Request, form: dict = Depends(form_with_csrf)):
         return response
     user = authenticate(request.app.state.sessions, name, form.get("password", ""))
     if user is None:
-        throttle.failed(name, address)
         return page(request, "login.html", error="wrong name or password")
-    throttle.succeeded(name)
+    throttle.succeeded(name, address)
     request.session.clear()  # a fresh session (and CSRF token) at each login: no fixation
     request.session["sid"] = start_session(request.app.state.sessions, user.name)
     return redirect("/admin" if user.role == "admin" else "/label")

@@ -139,11 +139,11 @@ class LoginSession(Base):
 
 
 class LoginFailure(Base):
-    """Failed logins per account name or client address since the last quiet spell (logins.py)."""
+    """Failed logins per account name, client address or both since the last quiet spell (logins.py)."""
 
     __tablename__ = "login_failures"
 
-    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "account:<sha256>" or "address:<sha256>"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "account:", "address:" or "name-at:" + sha256
     failures: Mapped[int] = mapped_column(Integer)
     last_at: Mapped[float] = mapped_column(Float)  # Unix time of the latest failure
 

@@ -2,8 +2,8 @@
 
 Sessions live in the database (`LoginSession`); the signed cookie carries only a random token
 naming one, so logging out ends the session everywhere, and a copied cookie dies with it.
-Failed logins back off per account name and per client address (`LoginThrottle`), counted in
-the database so that every server on it sees the same counts.
+Failed logins back off per account name at an address, per client address and per account
+(`LoginThrottle`), counted in the database so that every server on it sees the same counts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,55 +56,85 @@ def end_session(sessions: sessionmaker[Session], token: str) -> None:
 
 @dataclass
 class LoginThrottle:
-    """After `*_failures` failed logins, each further try waits `first_wait` seconds, doubling
-    with every failure up to `longest_wait`; an hour without failures forgets the count.
+    """Failed logins back off per (account name, client address), per address, and per
+    account: past a key's limit each further try waits `first_wait` seconds, doubling with
+    every failure up to `longest_wait`; an hour without failures forgets the count.
 
-    The address limit is higher than the account limit because several people may share one
-    address (an office behind NAT); the account limit still holds for each of them. Tries
-    refused while waiting are not counted, so waiting it out always works.
+    The limit on a name from one address is low (5); the address limit is higher (20), because
+    several people may share one address (an office behind NAT). The account limit over all
+    addresses is higher still (50): it slows guessing spread over many addresses, and it is
+    out of reach of a stranger who wants to lock a real user out, who then locks out only
+    their own address. Tries refused while waiting are not counted, so waiting it out always
+    works.
+
+    A try is counted as a failure *before* its password is checked (`reserve`), in the same
+    transaction that checks the limits, so concurrent tries cannot all pass the check before
+    any of them is counted; `succeeded` takes the count back.
     """
 
     sessions: sessionmaker[Session]
-    account_failures: int = 5
+    name_at_address_failures: int = 5
     address_failures: int = 20
+    account_failures: int = 50
     first_wait: float = 30.0  # seconds
     longest_wait: float = 900.0
     forget_after: float = 3600.0
     clock: Callable[[], float] = time.time
 
-    def wait(self, name: str, address: str) -> int:
-        """Whole seconds before `name` may try again from `address` (0: now)."""
-        now = self.clock()
-        with self.sessions() as session:
-            rows = {row.key: row for row in session.scalars(select(LoginFailure).where(LoginFailure.key.in_(self._keys(name, address))))}
-        waits = [self._remaining(rows.get(key), limit, now) for key, limit in self._limits(name, address).items()]
-        return math.ceil(max(waits))
-
-    def failed(self, name: str, address: str) -> None:
+    def reserve(self, name: str, address: str) -> int:
+        """Whole seconds before `name` may try again from `address`; 0: this try may go ahead,
+        and it is counted as a failure until `succeeded` says otherwise."""
         for attempt in range(2):  # two servers inserting the same new key: the loser retries as an update
             try:
-                self._count_failure(name, address)
-                return
+                wait = self._check_and_count(name, address)
+                break
             except IntegrityError:
                 if attempt:
                     raise
+        self._forget_old()
+        return wait
 
-    def succeeded(self, name: str) -> None:
-        """A right password clears the account's count (not the address's: one valid account
-        must not reset the counter an attacker guesses other accounts under)."""
+    def succeeded(self, name: str, address: str) -> None:
+        """A right password clears the account's counts but not the address's (one valid
+        account must not reset the counter an attacker guesses other accounts under): the
+        address only gets back the try `reserve` counted."""
+        limits = self._limits(name, address)
+        address_key = self._address_key(address)
         with self.sessions.begin() as session:
-            session.execute(delete(LoginFailure).where(LoginFailure.key == self._account_key(name)))
+            session.execute(delete(LoginFailure).where(LoginFailure.key.in_([key for key in limits if key != address_key])))
+            session.execute(
+                update(LoginFailure)
+                .where(LoginFailure.key == address_key, LoginFailure.failures > 0)
+                .values(failures=LoginFailure.failures - 1)
+            )
 
-    def _count_failure(self, name: str, address: str) -> None:
-        now = self.clock()
+    def _check_and_count(self, name: str, address: str) -> int:
+        now, limits = self.clock(), self._limits(name, address)
+        # SQLite: the transaction starts with BEGIN IMMEDIATE (db.py), which holds the write
+        # lock throughout. PostgreSQL: FOR UPDATE locks the rows, in key order so that two
+        # tries never wait on each other's locks; a key without a row is inserted, and two
+        # servers inserting it at once end in an IntegrityError for one (`reserve` retries).
+        query = select(LoginFailure).where(LoginFailure.key.in_(sorted(limits))).order_by(LoginFailure.key).with_for_update()
         with self.sessions.begin() as session:
-            session.execute(delete(LoginFailure).where(LoginFailure.last_at < now - self.forget_after))
-            for key in self._keys(name, address):
-                row = session.get(LoginFailure, key, with_for_update=True)
+            rows = {row.key: row for row in session.scalars(query)}
+            wait = max(self._remaining(rows.get(key), limit, now) for key, limit in limits.items())
+            if wait:
+                return math.ceil(wait)
+            for key in sorted(limits):
+                row = rows.get(key)
                 if row is None:
                     session.add(LoginFailure(key=key, failures=1, last_at=now))
                 else:
-                    row.failures, row.last_at = row.failures + 1, now
+                    fresh = now - row.last_at <= self.forget_after
+                    row.failures, row.last_at = (row.failures + 1 if fresh else 1), now
+        return 0
+
+    def _forget_old(self) -> None:
+        """Delete counts quiet for `forget_after` (keeps the table small); rows another try holds
+        are skipped rather than waited for (PostgreSQL; SQLite holds one writer at a time)."""
+        stale = select(LoginFailure.key).where(LoginFailure.last_at < self.clock() - self.forget_after)
+        with self.sessions.begin() as session:
+            session.execute(delete(LoginFailure).where(LoginFailure.key.in_(stale.with_for_update(skip_locked=True))))
 
     def _remaining(self, row: LoginFailure | None, limit: int, now: float) -> float:
         if row is None or row.failures < limit or now - row.last_at > self.forget_after:
@@ -113,10 +143,15 @@ class LoginThrottle:
         return max(0.0, row.last_at + wait - now)
 
     def _limits(self, name: str, address: str) -> dict[str, int]:
-        return {self._account_key(name): self.account_failures, self._address_key(address): self.address_failures}
+        return {
+            self._name_at_address_key(name, address): self.name_at_address_failures,
+            self._address_key(address): self.address_failures,
+            self._account_key(name): self.account_failures,
+        }
 
-    def _keys(self, name: str, address: str) -> list[str]:
-        return list(self._limits(name, address))
+    @staticmethod
+    def _name_at_address_key(name: str, address: str) -> str:
+        return "name-at:" + _digest(f"{name}\x00{address}")
 
     @staticmethod
     def _account_key(name: str) -> str:
