@@ -205,6 +205,7 @@ def _resume_or_start(workspace, fingerprint, sources, formats, console) -> Inges
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + fingerprint[:6]
     return IngestRun(
         run_id=run_id,
+        sequence=workspace.next_sequence(),
         fingerprint=fingerprint,
         started_at=_now(),
         sources=[SourceCounts(spec=s.spec, format=f) for s, f in zip(sources, formats)],

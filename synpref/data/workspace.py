@@ -69,6 +69,11 @@ class SourceCounts(BaseModel):
 
 class IngestRun(BaseModel):
     run_id: str
+    # Runs are read in this order (then by manifest name). The run id starts with the second
+    # the run began and ends in hex from its arguments, so two runs in one second would
+    # otherwise be read in an order that changes with file paths and times, and so would
+    # everything trained on the pairs. 0: a manifest written before runs were numbered.
+    sequence: int = 0
     fingerprint: str
     status: str = "running"
     started_at: str
@@ -130,8 +135,13 @@ class Workspace:
         return path
 
     def manifests(self) -> list[dict[str, Any]]:
-        """Ingest manifests, oldest first."""
-        return [json.loads(p.read_text()) for p in sorted(self.ingest_dir.glob("*.json"))]
+        """Ingest manifests in the order their runs started (`IngestRun.sequence`)."""
+        named = [(p.name, json.loads(p.read_text())) for p in self.ingest_dir.glob("*.json")]
+        return [manifest for _name, manifest in sorted(named, key=lambda item: (item[1].get("sequence", 0), item[0]))]
+
+    def next_sequence(self) -> int:
+        """The `IngestRun.sequence` of a run starting now."""
+        return 1 + max((manifest.get("sequence", 0) for manifest in self.manifests()), default=0)
 
     def shards(self) -> list[Path]:
         return [self.pairs_dir / name for m in self.manifests() for name in m["shards"]]
@@ -192,7 +202,8 @@ class Workspace:
         os.replace(draft, self.pairs_dir / shard)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         counts = SourceCounts(spec=spec, format=format, read=len(rows), kept=len(rows), done=True)
-        run = IngestRun(run_id=run_id, fingerprint=run_id, status="done", started_at=now, finished_at=now, sources=[counts], shards=[shard])
+        run = IngestRun(run_id=run_id, sequence=self.next_sequence(), fingerprint=run_id, status="done",
+                        started_at=now, finished_at=now, sources=[counts], shards=[shard])
         write_json_atomic(self.ingest_dir / f"{run_id}.json", run.model_dump())
         return len(rows)
 
