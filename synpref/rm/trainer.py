@@ -117,9 +117,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if master:
         accelerator.register_for_checkpointing(master)
     state = _resume(accelerator, output) if config.resume else TrainState()
+    if config.resume and accelerator.is_main_process:
+        forget_metrics_after(output / "metrics.jsonl", state.step)
 
     run = _Run(config, accelerator, model, master, optimizer, scheduler, tokenizer, formatter, gold, output,
-               autocast_bf16=bf16 and master is None)
+               autocast_bf16=bf16 and master is None, resumed_at=state.step if config.resume else None)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_resolved_config(config, output)
@@ -212,6 +214,25 @@ def _load_gold(spec: str | None):
     return pairs
 
 
+def forget_metrics_after(path: Path, step: int) -> None:
+    """Drop the lines of steps after `step` from metrics.jsonl: the interrupted run logged them
+    after its last checkpoint, and the resumed run logs them again. A line cut short by the
+    interruption does not parse and goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            logged = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if logged["step"] <= step:
+            kept.append(line + "\n")
+    draft = path.with_name(path.name + ".tmp")
+    draft.write_text("".join(kept))
+    draft.replace(path)
+
+
 def _resume(accelerator: Any, output: Path) -> TrainState:
     checkpoints = sorted((output / CHECKPOINTS_DIR).glob("step-*"))
     if not checkpoints:
@@ -227,7 +248,7 @@ class _Run:
     """The pieces of one training run, so the loop in `train` stays readable."""
 
     def __init__(self, config, accelerator, model, master, optimizer, scheduler, tokenizer, formatter, gold, output,
-                 autocast_bf16):
+                 autocast_bf16, resumed_at: int | None = None):
         self.config, self.accelerator, self.model, self.master = config, accelerator, model, master
         self.autocast_bf16 = autocast_bf16
         self.optimizer, self.scheduler, self.tokenizer = optimizer, scheduler, tokenizer
@@ -241,7 +262,9 @@ class _Run:
         if config.tensorboard and accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(output / "tensorboard"))
+            # Resuming: TensorBoard drops the events the interrupted run wrote after its checkpoint.
+            purge_step = None if resumed_at is None else resumed_at + 1
+            self.writer = SummaryWriter(str(output / "tensorboard"), purge_step=purge_step)
 
     @property
     def reward_model(self):
