@@ -3,6 +3,8 @@ field; `--set section.key=value` overrides. Every config loader in synpref goes 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,17 +12,49 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from synpref.errors import SynprefError
+from synpref.text import file_kind, printable
 
 M = TypeVar("M", bound=BaseModel)
 
 
+# Config and spec files are a few KB; a path that names something endless (/dev/zero, a FIFO
+# nobody writes to) or huge must fail at once, not read until memory runs out.
+MAX_YAML_BYTES = 1024 * 1024
+
+
 def load_yaml(path: str | Path, where: str) -> Any:
-    """The YAML document in `path` (None when empty); a file that cannot be read or parsed is a
-    `SynprefError` starting with `where`."""
+    """The YAML document in `path` (None when empty); a file that cannot be read or parsed, is
+    not a regular file or is over MAX_YAML_BYTES is a `SynprefError` starting with `where`."""
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SynprefError(f"{where}: {error}") from None
+        return yaml.safe_load(read_small_file(Path(path), MAX_YAML_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SynprefError(f"{printable(where)}: {error}") from None
+    except SynprefError as error:
+        raise SynprefError(f"{printable(where)}: {error}") from None
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of `path`, which must be a regular file (symlinks followed) of at most `limit`
+    bytes; reads at most `limit` + 1 bytes whatever the file claims."""
+    # O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, before fstat can
+    # tell it is one. Regular files ignore the flag.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise SynprefError(not_regular_message(path, mode))
+    with os.fdopen(descriptor, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise SynprefError(f"{printable(str(path))} is over the limit of {limit:,} bytes")
+    return data
+
+
+def not_regular_message(path: Path, mode: int) -> str:
+    """"PATH is a FIFO (named pipe), not a regular file", naming a symlink's target too."""
+    target = os.path.realpath(path)
+    link = f" (a link to {printable(target)})" if target != os.path.abspath(path) else ""
+    return f"{printable(str(path))}{link} is {file_kind(mode)}, not a regular file"
 
 
 def validated(model: type[M], data: Any, where: str, whole: str = "config") -> M:
