@@ -38,6 +38,7 @@ from synpref.data.stage0 import (
 )
 from synpref.data.workspace import IngestRun, SourceCounts, Workspace, write_json_atomic
 from synpref.errors import SynprefError
+from synpref.text import printable
 
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk of long lines is sent on before it has CHUNK_ITEMS
@@ -84,7 +85,7 @@ def load_benchmark_prompts(specs: list[str], bench_dir: Path | None = None, benc
             if prompt:
                 found.append(prompt)
         if not found:
-            raise SynprefError(f"{spec}: found no first-turn prompts to decontaminate against")
+            raise SynprefError(f"{printable(spec)}: found no first-turn prompts to decontaminate against")
         prompts[source.name] = found
     return prompts
 
@@ -139,7 +140,7 @@ def ingest(
             for source, counts in zip(sources, run.sources):
                 if counts.done:
                     continue
-                task = progress.add_task(source.spec, total=source.size())
+                task = progress.add_task(_markup(source), total=source.size())
                 chunks = _chunks(source, counts, options, partial(progress.advance, task), config.max_record_bytes)
                 for result in execute(chunks):
                     _account(result, counts, seen, writer)
@@ -164,7 +165,7 @@ def _format_of(source: Source, options: IngestOptions) -> str:
         for record in sample:
             if column in record:
                 record[target] = record.pop(column)
-    return detect_format(sample, source.spec)
+    return detect_format(sample, source.shown)
 
 
 def _fingerprint(options, sources, formats, config) -> str:
@@ -406,9 +407,16 @@ def _progress(console):
     )
 
 
+def _markup(source: Source) -> str:
+    """The source as rich markup: a "[" in a file name would otherwise start a style."""
+    from rich.markup import escape
+
+    return escape(source.shown)
+
+
 def _describe(source: Source, counts: SourceCounts) -> str:
     return (
-        f"{source.spec}: {counts.read:,} read, {counts.kept:,} kept, "
+        f"{_markup(source)}: {counts.read:,} read, {counts.kept:,} kept, "
         f"{counts.duplicates:,} dup, {counts.quarantined:,} quarantined"
     )
 

@@ -16,6 +16,7 @@ import csv
 import gzip
 import io
 import json
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from synpref.config import not_regular_message
 from synpref.data import strictjson
 from synpref.errors import RecordError, SynprefError
+from synpref.text import printable
 
 Item = tuple[int, Any]  # (number, raw bytes, parsed dict or Unreadable)
 # Longest JSONL line read into memory. The longest valid pair (prepare.max_message_chars and
@@ -70,6 +73,11 @@ class Source:
     path: Path | None = None
     hf_split: str | None = None
 
+    @property
+    def shown(self) -> str:
+        """The spec as messages and progress show it: control characters in a file name escaped."""
+        return printable(self.spec)
+
     def fingerprint(self) -> list[Any]:
         if self.path is not None and self.path.is_file():
             stat = self.path.stat()
@@ -99,20 +107,23 @@ def open_source(spec: str) -> Source:
         name, _, split = spec[len("hf://") :].partition(":")
         return Source(spec, name.rstrip("/").rsplit("/", 1)[-1], "hf", "row",
                       Path(name) if Path(name).is_dir() else None, split or None)
-    path, split = Path(spec), None
+    path, split, shown = Path(spec), None, printable(spec)
     if not path.exists() and ":" in spec and Path(spec.rpartition(":")[0]).is_dir():
         path, split = Path(spec.rpartition(":")[0]), spec.rpartition(":")[2]  # DIR:split
     if not path.exists():
-        raise SynprefError(f"source not found: {spec}")
+        raise SynprefError(f"source not found: {shown}")
     if path.is_dir():
         if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-            raise SynprefError(f"{spec}: a directory must be a dataset saved with save_to_disk")
+            raise SynprefError(f"{shown}: a directory must be a dataset saved with save_to_disk")
         return Source(spec, path.name, "hf", "row", path, split)
+    mode = path.stat().st_mode  # of what a symlink points to
+    if not stat.S_ISREG(mode):  # a FIFO would block the first read, /dev/zero never end
+        raise SynprefError(f"source {not_regular_message(path, mode)}")
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     suffix = Path(stem).suffix.lower()
     if suffix not in _CONTAINERS:
         raise SynprefError(
-            f"{spec}: cannot tell the file type from {suffix or 'no extension'!r}; "
+            f"{shown}: cannot tell the file type from {suffix or 'no extension'!r}; "
             f"use one of {', '.join(sorted(_CONTAINERS))} (optionally .gz)"
         )
     container = _CONTAINERS[suffix]
@@ -136,7 +147,7 @@ def _first_char(path: Path) -> str:
         try:
             head = stream.read(4096)
         except (OSError, EOFError) as error:
-            raise SynprefError(f"{path}: cannot read: {error}") from None
+            raise SynprefError(f"{printable(str(path))}: cannot read: {error}") from None
     return head.removeprefix(BOM).lstrip()[:1].decode("latin-1")
 
 
@@ -155,7 +166,7 @@ def _jsonl_items(source: Source, skip: int, progress, max_record_bytes: int) -> 
                     yield number, line.rstrip(b"\r\n") if isinstance(line, bytes) else line
         except (OSError, EOFError, zlib.error) as error:  # e.g. a truncated or corrupt gzip stream
             where = f"past line {number}" if number else "its first line"
-            raise SynprefError(f"{source.spec}: cannot read {where}: {error}") from None
+            raise SynprefError(f"{source.shown}: cannot read {where}: {error}") from None
         progress(raw.tell() - position)
 
 
@@ -180,10 +191,10 @@ def _json_items(source: Source, skip: int, progress) -> Iterator[Item]:
     if isinstance(records, dict):  # {"data": [...]} and similar wrappers
         lists = [value for value in records.values() if isinstance(value, list)]
         if len(lists) != 1:
-            raise SynprefError(f"{source.spec}: expected a JSON list of records")
+            raise SynprefError(f"{source.shown}: expected a JSON list of records")
         records = lists[0]
     if not isinstance(records, list):
-        raise SynprefError(f"{source.spec}: expected a JSON list of records")
+        raise SynprefError(f"{source.shown}: expected a JSON list of records")
     for number, record in enumerate(records, start=1):
         if number > skip:
             yield number, _checked(record)
@@ -195,17 +206,17 @@ def _json_document(source: Source) -> Any:
         try:
             data = stream.read()
         except (OSError, EOFError, zlib.error) as error:
-            raise SynprefError(f"{source.spec}: cannot read: {error}") from None
+            raise SynprefError(f"{source.shown}: cannot read: {error}") from None
     try:
         return strictjson.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
-        raise SynprefError(f"{source.spec}: not valid UTF-8 at byte {error.start}") from None
+        raise SynprefError(f"{source.shown}: not valid UTF-8 at byte {error.start}") from None
     except json.JSONDecodeError as error:
         raise SynprefError(
-            f"{source.spec}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            f"{source.shown}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         ) from None
     except RecursionError:
-        raise SynprefError(f"{source.spec}: JSON nested too deeply to read (over {sys.getrecursionlimit()} levels)") from None
+        raise SynprefError(f"{source.shown}: JSON nested too deeply to read (over {sys.getrecursionlimit()} levels)") from None
 
 
 def _checked(record: Any) -> Any:
@@ -242,7 +253,7 @@ def _csv_items(source: Source, skip: int, progress) -> Iterator[Item]:
                     yield number, {key: _cell(value) for key, value in row.items() if value is not None}
         except (OSError, EOFError, zlib.error, csv.Error) as error:  # a truncated gzip stream, a NUL byte
             where = f"past row {number}" if number else "its first row"
-            raise SynprefError(f"{source.spec}: cannot read {where}: {error}") from None
+            raise SynprefError(f"{source.shown}: cannot read {where}: {error}") from None
 
 
 def _cell(value: str) -> Any:
@@ -261,13 +272,13 @@ def _parquet_items(source: Source, skip: int, progress) -> Iterator[Item]:
     try:
         file = pq.ParquetFile(source.path)
     except Exception as error:  # pyarrow raises several types for a damaged file
-        raise SynprefError(f"{source.spec}: not a readable Parquet file: {error}") from None
+        raise SynprefError(f"{source.shown}: not a readable Parquet file: {error}") from None
     try:
         for number, record in _numbered(batch.to_pylist() for batch in file.iter_batches(1024)):
             if number > skip:
                 yield number, record
     except (OSError, ValueError) as error:  # a damaged page (pyarrow's ArrowException subclasses these)
-        raise SynprefError(f"{source.spec}: cannot read the Parquet data: {error}") from None
+        raise SynprefError(f"{source.shown}: cannot read the Parquet data: {error}") from None
 
 
 def _hf_items(source: Source, skip: int, progress) -> Iterator[Item]:
@@ -295,9 +306,9 @@ def _hf_splits(source: Source) -> dict[str | None, Any]:
         if source.hf_split is not None:
             return {source.hf_split: dataset[source.hf_split]}
     except KeyError:
-        raise SynprefError(f"{source.spec}: no split {source.hf_split!r}; the dataset has {', '.join(dataset)}") from None
+        raise SynprefError(f"{source.shown}: no split {source.hf_split!r}; the dataset has {', '.join(dataset)}") from None
     except (FileNotFoundError, ValueError, ConnectionError) as error:
-        raise SynprefError(f"{source.spec}: cannot load the dataset: {error}") from None
+        raise SynprefError(f"{source.shown}: cannot load the dataset: {error}") from None
     return dict(dataset)
 
 
