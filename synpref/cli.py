@@ -1,7 +1,8 @@
 """The `synpref` command line. Each command is a thin layer over the Python API.
 
 Every command's options come from one pydantic model (`synpref.options.command`): a field is a
-flag, its description the help; `--config FILE.yaml` and `--set key=value` work everywhere."""
+flag, its description the help; `--config FILE.yaml` and `--set key=value` work everywhere.
+A command whose pyproject extra is missing says, in one line, which one to install."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.table import Table
 from synpref.curate.config import CurateConfig
 from synpref.demo.run import DemoOptions
 from synpref.errors import SynprefError
-from synpref.options import cli, command
+from synpref.options import MissingExtra, cli, command
 from synpref.serve.config import ServeConfig
 
 app = typer.Typer(
@@ -48,6 +49,23 @@ def main() -> None:
     except SynprefError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except MissingExtra as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
+
+
+def _plots_skipped(write: Any) -> Any:
+    """`write()`, whose PNG plots come last; without the `plots` extra they are skipped (the
+    files before them are written) and None is returned."""
+    from synpref.options import missing_module
+
+    try:
+        return write()
+    except ModuleNotFoundError as error:
+        if missing_module(error) != "matplotlib":
+            raise
+        console.print("plots skipped: they need the 'plots' extra: pip install 'synpref[plots]'", markup=False)
+        return None
 
 
 class InitOptions(_Options):
@@ -213,17 +231,26 @@ def _train_options() -> type[BaseModel]:
     """`TrainConfig` as a pydantic model: its fields, defaults and help (written once, in rm/config.py)."""
     from synpref.rm.config import config_fields
 
-    fields = {name: (kind, Field(default, description=help_text)) for name, kind, default, help_text in config_fields()}
+    # An empty default ("" for --data and --output) means the value must be given, by flag or --config.
+    fields = {name: (kind, Field(default, description=help_text, json_schema_extra=cli(required=default == "")))
+              for name, kind, default, help_text in config_fields()}  # fmt: skip
     return create_model("TrainOptions", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 @command(app, "train", _train_options(), set_example="learning_rate=1e-5")
 def train(options: BaseModel) -> None:
     """Train a Bradley-Terry reward model (options from --config YAML, overridden by flags)."""
+    import importlib.util
+
     from synpref.rm.config import load_train_config
     from synpref.rm.trainer import train as run_train
 
-    summary = run_train(load_train_config(None, options.model_dump()))
+    config = load_train_config(None, options.model_dump())
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        console.print("TensorBoard logs skipped (metrics.jsonl has the same): they need the 'plots' extra: "
+                      "pip install 'synpref[plots]'", markup=False)  # fmt: skip
+        config.tensorboard = False
+    summary = run_train(config)
     console.print(f"model written to {options.output or 'the output directory'}: {json.dumps(summary)}")
 
 
@@ -319,7 +346,7 @@ class JudgesServeLocalOptions(_Options):
     ready_file: Optional[Path] = Field(None, description="write the base URL here once the server answers")
 
 
-@command(judges_app, "serve-local", JudgesServeLocalOptions)
+@command(judges_app, "serve-local", JudgesServeLocalOptions, extra="llamacpp")
 def judges_serve_local(options: JudgesServeLocalOptions) -> None:
     """Serve the bundled SmolLM2 GGUF with llama.cpp's OpenAI-compatible server, for judging."""
     import os
@@ -407,7 +434,9 @@ def eval_command(options: EvalOptions) -> None:
         scorer = _local_scorer(options.model, max_length=options.max_length, token_budget=options.token_budget,
                                dtype=_score_dtype(options.bf16), show_progress=True)  # fmt: skip
     run = evaluate(scorer, options.bench or ["all"], options.data_dir, console=console, download=options.download)
-    written = write_results(run, options.output, options.model)
+    written = _plots_skipped(lambda: write_results(run, options.output, options.model))
+    if written is None:  # results.json and results.md come before the plots
+        written = [options.output / "results.json", options.output / "results.md"]
     Console().print((options.output / "results.md").read_text().split("\n\n## ")[0], highlight=False)
     console.print("wrote " + ", ".join(str(path) for path in written))
 
@@ -429,7 +458,7 @@ class LabelServeOptions(_Options):
     https_only: bool = Field(False, description="send the session cookie over HTTPS only (behind a TLS proxy)", json_schema_extra=cli(flags=["--https-only"]))
 
 
-@command(label_app, "serve", LabelServeOptions)
+@command(label_app, "serve", LabelServeOptions, extra="label")
 def label_serve(options: LabelServeOptions) -> None:
     """Run the annotation web app."""
     import uvicorn
@@ -449,7 +478,7 @@ class LabelAddUserOptions(_Options):
     db: Optional[str] = _db()
 
 
-@command(label_app, "add-user", LabelAddUserOptions)
+@command(label_app, "add-user", LabelAddUserOptions, extra="label")
 def label_add_user(options: LabelAddUserOptions) -> None:
     """Create a user of the annotation app."""
     from synpref.data.workspace import Workspace
@@ -467,7 +496,7 @@ class LabelExportOptions(_Options):
     output: Optional[Path] = Field(None, description="JSONL file to write (default: WORKSPACE/label/gold-<time>.jsonl)")
 
 
-@command(label_app, "export", LabelExportOptions)
+@command(label_app, "export", LabelExportOptions, extra="label")
 def label_export(options: LabelExportOptions) -> None:
     """Write the gold set (JSONL, original orientation) and add decided pairs to the workspace."""
     from synpref.data.workspace import Workspace
@@ -488,7 +517,7 @@ class ServeOptions(ServeConfig):
     bf16: bool = Field(False, description="score in bfloat16 (faster on CPUs with bf16 units and on GPUs)")
 
 
-@command(app, "serve", ServeOptions, flags={"api_keys": ["--api-key"], "keyless_clients": ["--keyless-client"]})
+@command(app, "serve", ServeOptions, flags={"api_keys": ["--api-key"], "keyless_clients": ["--keyless-client"]}, extra="serve")
 def serve(options: ServeOptions) -> None:
     """Serve a reward model over HTTP for RLHF trainers (OpenRLHF's /get_reward included).
 
@@ -576,9 +605,9 @@ def reward_score(options: RewardScoreOptions) -> None:
 
     reward_spec = load_spec(options.spec)
     scorer = _local_scorer(options.model, max_length=options.max_length, show_progress=True)
-    score_file(options.data, reward_spec, scorer, options.output)
+    plotted = _plots_skipped(lambda: score_file(options.data, reward_spec, scorer, options.output))  # the plot comes last
     Console().print((options.output / "report.md").read_text(), highlight=False)
-    console.print(f"wrote {options.output}/components.jsonl, report.md, rm_by_outcome.png, reward-spec.yaml")
+    console.print(f"wrote {options.output}/components.jsonl, report.md, {'rm_by_outcome.png, ' if plotted else ''}reward-spec.yaml")
 
 
 curate_app = typer.Typer(help="The curation loop: Stage 1 iterations, Stage 2 filtering, report, export.", no_args_is_help=True)
@@ -596,7 +625,7 @@ def _curate_command(name: str, model: type[BaseModel]):
         return path if path.is_file() else None
 
     return command(curate_app, name, model, set_example="stage2.margin=0.2 or rm.max_steps=50",
-                   config_help=CURATE_CONFIG_HELP, default_config=default_config)  # fmt: skip
+                   config_help=CURATE_CONFIG_HELP, default_config=default_config, extra="curate")  # fmt: skip
 
 
 def _curate_config(options: BaseModel):
@@ -663,7 +692,7 @@ class CurateReportOptions(_Options):
     output: Optional[Path] = Field(None, description="folder (default: WORKSPACE/runs/curate-report)")
 
 
-@command(curate_app, "report", CurateReportOptions)
+@command(curate_app, "report", CurateReportOptions, extra="curate")
 def curate_report(options: CurateReportOptions) -> None:
     """Markdown/HTML report with PNG plots: gold accuracy per iteration, kept/discarded/flipped, judge agreement."""
     from synpref.curate.report import write_report
@@ -678,7 +707,7 @@ class CurateExportOptions(_Options):
     output: Optional[Path] = Field(None, description="folder for curated/flipped/union (default: WORKSPACE/exports/curated)")
 
 
-@command(curate_app, "export", CurateExportOptions)
+@command(curate_app, "export", CurateExportOptions, extra="curate")
 def curate_export(options: CurateExportOptions) -> None:
     """The curated set, the flipped set and their union, with provenance columns (origin, reason)."""
     from synpref.curate.export import export_curated
@@ -689,7 +718,7 @@ def curate_export(options: CurateExportOptions) -> None:
         console.print(f"{name}: {count:,} pairs -> {path}")
 
 
-@command(app, "demo", DemoOptions)
+@command(app, "demo", DemoOptions, extra="curate")
 def demo(options: DemoOptions) -> None:
     """Run the whole loop offline: prepare, attributes, Stage 1, Stage 2, train, evaluate, report."""
     from synpref.demo.run import check_options, run_demo

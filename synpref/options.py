@@ -4,12 +4,18 @@ once (the field's description), `--config FILE.yaml` and `--set key=value` on ev
 Precedence: flags > `--set` > the `--config` file > the model's defaults. A field's CLI spelling
 lives beside it: `cli(flags=["--json"])` or `cli(argument=True)` in `json_schema_extra`; nested
 models and dicts have no flag and are reached through `--config` and `--set`.
+
+`--help` shows each default as the model's plain value and `[required]` for what must be given;
+a command that needs a pyproject extra names it (`command(..., extra=)`, `EXTRAS`) instead of
+failing with an ImportError.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, get_args, get_origin
@@ -26,10 +32,24 @@ CONFIG_HELP = "YAML file of this command's options (flags and --set win)"
 SET_HELP = "override an option, KEY=VALUE (dotted for nested ones), e.g. {example}"
 
 
-def cli(*, flags: list[str] | None = None, argument: bool = False, secret: bool = False) -> dict[str, Any]:
+# Each extra of pyproject.toml (with the extras it includes) and the modules synpref imports from
+# it: a command meeting one that is missing names the extra to install.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "starlette", "uvicorn", "prometheus_client"),
+    "label": ("fastapi", "starlette", "uvicorn", "sqlalchemy", "itsdangerous", "argon2"),
+    "llm": ("openai",),
+    "plots": ("matplotlib", "tensorboard"),
+    "curate": ("sentence_transformers", "faiss", "ray", "openai", "matplotlib", "tensorboard"),
+    "llamacpp": ("xllamacpp",),
+    "postgres": ("psycopg",),
+}
+
+
+def cli(*, flags: list[str] | None = None, argument: bool = False, secret: bool = False, required: bool = False) -> dict[str, Any]:
     """How a field is spelled on the command line, for `Field(json_schema_extra=cli(...))`:
-    its flags, or a positional argument; `secret`: asked for (twice, hidden) when not given."""
-    return {"cli": {"flags": flags, "argument": argument, "secret": secret}}
+    its flags, or a positional argument; `secret`: asked for (twice, hidden) when not given;
+    `required`: must be given, by flag or `--config`, where the model's default means "not given"."""
+    return {"cli": {"flags": flags, "argument": argument, "secret": secret, "required": required}}
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Option:
     argument: bool
     required: bool
     secret: bool = False
+    needed: bool = False  # must be given by flag or --config though not required by the flag
 
 
 def options_of(model: type[BaseModel], flags: dict[str, list[str]] | None = None) -> list[Option]:
@@ -58,7 +79,7 @@ def options_of(model: type[BaseModel], flags: dict[str, list[str]] | None = None
         decls = (flags or {}).get(name) or spelling.get("flags") or ([f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag])
         default = info.get_default(call_default_factory=True)
         found.append(Option(name, kind, default, info.description or "", decls, spelling.get("argument", False),
-                            info.is_required(), spelling.get("secret", False)))  # fmt: skip
+                            info.is_required(), spelling.get("secret", False), spelling.get("required", False)))  # fmt: skip
     return found
 
 
@@ -79,10 +100,44 @@ def _plain(annotation: Any) -> Any:
 
 
 def shown_default(option: Option) -> str | bool:
-    """The default `--help` shows: the model's (flags themselves default to "not given")."""
-    if option.required or option.default is None or option.default == []:
+    """The default `--help` shows: the model's (flags themselves default to "not given"), as a
+    plain value (`_Command`)."""
+    if option.required or option.needed or option.default is None or option.default == []:
         return False
     return str(option.default)
+
+
+class MissingExtra(Exception):
+    """A command needs an extra that is not installed; the message is the one line to show."""
+
+    def __init__(self, command: str, extra: str):
+        super().__init__(f"{command} needs the {extra!r} extra: pip install 'synpref[{extra}]'")
+
+
+def missing_module(error: ModuleNotFoundError) -> str | None:
+    """The top-level module whose absence raised `error`, or None when it is installed (the error
+    then comes from inside it)."""
+    top = (error.name or "").split(".")[0]
+    return top if top and importlib.util.find_spec(top) is None else None
+
+
+@contextmanager
+def extra_named(command: str, extra: str | None) -> Iterator[None]:
+    """Run `command` (e.g. "synpref serve"), first checking its `extra`; a module of any extra
+    found missing on the way becomes a `MissingExtra` naming it (the command's own extra first)."""
+    if extra is not None:
+        absent = next((m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None), None)
+        if absent is not None:
+            raise MissingExtra(command, extra)
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        module = missing_module(error)
+        candidates = [extra] if extra is not None else []
+        found = next((name for name in [*candidates, *EXTRAS] if module in EXTRAS[name]), None)
+        if found is None:
+            raise
+        raise MissingExtra(command, found) from None
 
 
 def command(
@@ -94,9 +149,11 @@ def command(
     set_example: str = "",
     config_help: str = CONFIG_HELP,
     default_config: Callable[[dict[str, Any]], Path | None] | None = None,
+    extra: str | None = None,
 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
     """Register `run(options)` as `name` in `group`, with options built from `model` (`flags`
-    overrides fields' spellings; `default_config(flags given)`: the YAML file read without --config)."""
+    overrides fields' spellings; `default_config(flags given)`: the YAML file read without --config;
+    `extra`: the pyproject extra it needs, checked before it runs)."""
 
     def register(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
         import typer
@@ -109,13 +166,15 @@ def command(
                               annotation=Annotated[Optional[Path], typer.Option("--config", help=config_help)]),
             inspect.Parameter("set", inspect.Parameter.KEYWORD_ONLY, default=None,
                               annotation=Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP.format(example=set_example or _example(options)))]),
+            inspect.Parameter("command_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
         ]  # fmt: skip
 
         def callback(**given: Any) -> Any:
-            config = given.pop("config")
-            if config is None and default_config is not None:
-                config = default_config(given)
-            return callback.run(resolve(model, config, given.pop("set") or [], given))
+            with extra_named(_command_path(given.pop("command_context")), extra):
+                config = given.pop("config")
+                if config is None and default_config is not None:
+                    config = default_config(given)
+                return callback.run(resolve(model, config, given.pop("set") or [], given))
 
         callback.__signature__ = inspect.Signature(parameters)
         callback.__doc__ = run.__doc__
@@ -123,7 +182,7 @@ def command(
         callback.model = model
         callback.flags = flags
         callback.run = run
-        group.command(name)(callback)
+        group.command(name, cls=_help_command(options))(callback)
         return run
 
     return register
@@ -153,6 +212,47 @@ def _parameter(option: Option) -> inspect.Parameter:
     default = inspect.Parameter.empty if option.required else None
     annotation = Annotated[kind if option.required else Optional[kind], spec]
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _command_path(context: Any) -> str:
+    """The running command as typed, e.g. "synpref label serve" (also under `python -m synpref`)."""
+    names = []
+    while context.parent is not None:
+        names.append(context.info_name)
+        context = context.parent
+    return " ".join(["synpref", *reversed(names)])
+
+
+def _help_command(options: list[Option]) -> type:
+    """A typer command class whose `--help` shows each default as a plain value and `[required]`
+    for options that must be given by flag or --config. The flags themselves default to "not
+    given" (so that --config and --set can fill them); typer would show nothing, or the value in
+    parentheses."""
+    from typer.core import TyperCommand
+
+    needed = {option.name for option in options if option.needed}
+
+    class Command(TyperCommand):
+        def format_help(self, ctx: Any, formatter: Any) -> None:
+            saved = [(param, param.default, param.show_default, param.required) for param in self.params]
+            try:
+                for param in self.params:
+                    if isinstance(param.show_default, str):
+                        param.default, param.show_default = _plain_default(param), True
+                    param.required = param.required or param.name in needed
+                super().format_help(ctx, formatter)
+            finally:
+                for param, default, show_default, required in saved:
+                    param.default, param.show_default, param.required = default, show_default, required
+
+    return Command
+
+
+def _plain_default(param: Any) -> Any:
+    """The value typer shows as a plain default: the flag's own for --x/--no-x, else the text."""
+    if getattr(param, "is_bool_flag", False) and param.secondary_opts:
+        return param.show_default == "True"
+    return param.show_default
 
 
 def _example(options: list[Option]) -> str:
