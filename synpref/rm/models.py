@@ -66,9 +66,16 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def convert_smollm2(target: Path | None = None) -> Path:
-    """Dequantize the SmolLM2 GGUF once (~20 s) into a standard model directory."""
+    """Dequantize the SmolLM2 GGUF once (~20 s) into a standard model directory, which loads in
+    transformers 4.51 as in 5.x (as the directories synpref trains do: `synpref.rm.saving`)."""
+    from synpref.rm.saving import make_compatible, needs_compatible
+
     target = target or cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
+        if needs_compatible(target):  # converted by an earlier synpref, which kept 5.x's tokenizer class
+            from transformers import AutoTokenizer
+
+            make_compatible(target, AutoTokenizer.from_pretrained(target))
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,6 +93,7 @@ def convert_smollm2(target: Path | None = None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    make_compatible(staging, tokenizer)
     # Rename last, so an interrupted conversion is redone rather than half-used.
     staging.rename(target)
     return target

@@ -11,11 +11,15 @@ Every reward model synpref writes (`synpref train`, head-only decoders) goes thr
 - loads in transformers 4.51 (what rewardbench pins) as well as 5.x: 5.x writes a tokenizer
   class, a null quantization entry and a rope layout that 4.51 refuses or, worse, misreads
   (without a top-level `rope_theta` 4.51 silently uses its default base and scores wrongly).
+
+`make_compatible` applies the last point alone, to directories that are not reward models (the
+SmolLM2 base model synpref converts into its model cache).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +59,38 @@ def save_reward_tokenizer(tokenizer: Any, output: str | Path) -> None:
         config["chat_template"] = template
         if bos_is_chat_header(tokenizer):
             config["bos_token"] = None
+    path.write_text(json.dumps(_compatible_tokenizer_config(config, tokenizer.model_input_names), indent=2, ensure_ascii=False) + "\n")
+
+
+def make_compatible(directory: str | Path, tokenizer: Any) -> None:
+    """Rewrite the 5.x-only entries of a saved model directory (config.json, tokenizer_config.json)
+    so that transformers 4.51 loads it as 5.x does; `tokenizer` is the one saved there. Each file
+    is replaced whole: other processes may be loading the directory (a shared model cache)."""
+    directory = Path(directory)
+    path = directory / "tokenizer_config.json"
+    config = _compatible_tokenizer_config(json.loads(path.read_text()), tokenizer.model_input_names)
+    template = directory / "chat_template.jinja"
+    if template.is_file():  # transformers 5 reads the file, 4.x the config entry
+        config.setdefault("chat_template", template.read_text())
+    _replace(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    _compatible_config(directory / "config.json")
+
+
+def needs_compatible(directory: str | Path) -> bool:
+    """Whether a saved directory holds a tokenizer class that transformers 4.x does not know."""
+    path = Path(directory) / "tokenizer_config.json"
+    return path.is_file() and json.loads(path.read_text()).get("tokenizer_class") in _TOKENIZER_CLASSES_4X
+
+
+def _compatible_tokenizer_config(config: dict[str, Any], model_input_names: list[str]) -> dict[str, Any]:
     config["tokenizer_class"] = _TOKENIZER_CLASSES_4X.get(config.get("tokenizer_class"), config.get("tokenizer_class"))
     # 4.x's generic fast tokenizer would otherwise also return token_type_ids, which Llama refuses.
-    config["model_input_names"] = list(tokenizer.model_input_names)
+    config["model_input_names"] = list(model_input_names)
     extra = config.get("extra_special_tokens")
     if isinstance(extra, list):  # 4.x expects a {name: token} mapping here
         config.pop("extra_special_tokens")
         config.setdefault("additional_special_tokens", extra)
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return config
 
 
 def _compatible_config(path: Path, dtype: str | None = None) -> None:
@@ -79,4 +107,11 @@ def _compatible_config(path: Path, dtype: str | None = None) -> None:
         config.setdefault("rope_scaling", None if scaling.get("rope_type", "default") == "default" else scaling)
     if "dtype" in config:
         config.setdefault("torch_dtype", config["dtype"])
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    _replace(path, json.dumps(config, indent=2) + "\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` through a temporary file, so that a reader sees the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
