@@ -64,7 +64,7 @@ def _plots_skipped(write: Any) -> Any:
     except ModuleNotFoundError as error:
         if missing_module(error) != "matplotlib":
             raise
-        console.print("plots skipped: they need the 'plots' extra: pip install 'synpref[plots]'", markup=False)
+        console.print("plots skipped: they need the 'plots' extra: pip install 'synpref[plots]'", markup=False, soft_wrap=True)
         return None
 
 
@@ -248,7 +248,7 @@ def train(options: BaseModel) -> None:
     config = load_train_config(None, options.model_dump())
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         console.print("TensorBoard logs skipped (metrics.jsonl has the same): they need the 'plots' extra: "
-                      "pip install 'synpref[plots]'", markup=False)  # fmt: skip
+                      "pip install 'synpref[plots]'", markup=False, soft_wrap=True)  # fmt: skip
         config.tensorboard = False
     summary = run_train(config)
     console.print(f"model written to {options.output or 'the output directory'}: {json.dumps(summary)}")
