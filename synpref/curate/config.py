@@ -42,6 +42,12 @@ class Stage1Config(BaseModel):
     # taken as the seed's LLM-verified silver, in their given orientation.
     seed_size: int = Field(0, ge=0)
     max_retrieved: Optional[int] = Field(None, ge=1)  # judging budget per iteration (None: all)
+    # Humans in the loop: up to this many retrieved pairs per iteration that no gated judge
+    # decided (the gold pairs the RM gets most wrong asked for them first) go to the annotation
+    # app's queue; the iteration then waits until their labels are exported (`synpref label
+    # export`) and finishes on the next run. 0: no humans in Stage 1.
+    human_budget: int = Field(0, ge=0)
+    human_annotations: int = Field(1, ge=1)  # annotators per queued pair (they must agree, or an admin adjudicates)
 
 
 class Stage2Config(BaseModel):

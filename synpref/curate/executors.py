@@ -38,7 +38,7 @@ def write_shards(pairs: list[tuple[str, Any]], directory: Path, shard_size: int)
     names = []
     for start in range(0, len(pairs), shard_size):
         chunk = pairs[start : start + shard_size]
-        batch = pairs_to_batch([p for _, p in chunk], [s for s, _ in chunk], [json.dumps(p.meta) for _, p in chunk])
+        batch = pairs_to_batch([p for _, p in chunk], [s for s, _ in chunk], [json.dumps(p.stored_meta()) for _, p in chunk])
         name = f"shard-{start // shard_size:05d}.parquet"
         write_table_atomic(pq, batch, directory / name)
         names.append(name)

@@ -7,9 +7,19 @@
       model/                        the RM, best checkpoint by gold accuracy
       gold_p.parquet                p = sigmoid(r_w - r_l) per gold pair
       retrieved.parquet             pool ids retrieved, with the gold pair that asked
-      judgments.parquet             the LLM judges' verdict per retrieved pair
+      judgments.parquet             the judges' verdict per retrieved pair, and which kind decided
+                                    it (decided_by: verifier | llm | "" unsure) with the verifier's reason
+      human.parquet                 stage1.human_budget > 0: the undecided pairs sent to humans
       state.parquet                 every pair labelled so far (id, verdict, flipped, origin)
       summary.json                  written last: the iteration is finished
+    WORKSPACE/label/requests/stage1-iter-K.json   those pairs, for the annotation app's queue
+
+Labels come from three sources, recorded in each state row's origin: verifier judges (pairs
+with a reference), LLM judges, and humans. With a human budget an iteration stops after
+judging and waits ("waiting for N human labels") until every pair it sent is labelled and
+exported from the app; the next run picks the labels up and finishes it. Pairs sent to humans
+stay out of the gold the loop measures on (so gold accuracy compares across iterations), and
+Stage 1's pool is fixed by its first iteration (a labelled pair moving to gold changes nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from synpref.curate.training import gold_file, gold_probabilities, train_reward_
 from synpref.errors import SynprefError
 
 SILVER_VERDICTS = ("chosen", "rejected", "seed")  # a verdict that gives the pair an orientation
+DECIDED = ("chosen", "rejected")
+SOURCES = {"verifier": "verifier", "llm": "LLM judges", "human": "human"}  # label source -> origin suffix
 
 
 def stage1_dir(workspace) -> Path:
@@ -74,8 +86,9 @@ def stage2_discarded(workspace) -> set[str]:
 def run_stage1(workspace, config: CurateConfig, *, iterations: int | None = None, log=print) -> list[dict[str, Any]]:
     """Run (or resume) iterations 1..N; returns every iteration's summary."""
     total = iterations or config.stage1.iterations
-    pairs = {p.id: p for split, p in workspace.iter_pairs() if split in ("pool", "silver")}
-    gold = [p for _, p in workspace.iter_pairs("gold")]
+    pairs = {p.id: p for _, p in workspace.iter_pairs()}  # every split: a pair humans labelled moves to gold
+    sent = sent_to_humans(workspace)
+    gold = [p for _, p in workspace.iter_pairs("gold") if not _labelled_for_stage1(p, sent)]
     if not gold:
         raise SynprefError("stage1: the workspace has no gold pairs (import human labels with --split gold)")
     _write_seed(workspace, config)
@@ -87,7 +100,33 @@ def run_stage1(workspace, config: CurateConfig, *, iterations: int | None = None
             continue
         directory.mkdir(parents=True, exist_ok=True)
         summaries.append(_iteration(workspace, config, number, directory, pairs, gold, log))
+        if summaries[-1].get("status") == "waiting":
+            break  # the next run goes on from here, with the labels exported by then
     return summaries
+
+
+def sent_to_humans(workspace) -> set[str]:
+    """Ids of every pair a Stage 1 iteration sent to the annotation app."""
+    import pyarrow.parquet as pq
+
+    return {i for path in stage1_dir(workspace).glob("iter-*/human.parquet") for i in pq.read_table(path).column("id").to_pylist()}
+
+
+def _labelled_for_stage1(pair, sent: set[str]) -> bool:
+    label = pair.meta.get("label")
+    return pair.id in sent or (isinstance(label, dict) and label.get("original_id") in sent)
+
+
+def exported_labels(workspace, ids: set[str]) -> dict[str, str]:
+    """{id: chosen | rejected | unsure} of the pairs in `ids` whose human label was exported
+    from the app (synpref/label/export.py: the pair, or its swapped copy, joined gold or discarded)."""
+    found = {}
+    for split in ("gold", "discarded"):
+        for _, pair in workspace.iter_pairs(split):
+            label = pair.meta.get("label")
+            if isinstance(label, dict) and label.get("original_id") in ids and label.get("verdict") in (*DECIDED, "unsure"):
+                found[label["original_id"]] = label["verdict"]
+    return found
 
 
 def _write_seed(workspace, config: CurateConfig) -> None:
@@ -124,14 +163,25 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pa
     retrieved = _retrieve(workspace, config, directory, gold, probabilities, excluded)
     log(f"stage1 iter-{number}: gold accuracy {training['best_gold_accuracy']}, retrieved {len(retrieved)} pairs; judging")
     verdicts = _judge(workspace, config, directory, [pairs[i] for i in retrieved], gold)
-    _write_state(directory, state["rows"], verdicts, number)
-    counts = {v: sum(verdict == v for verdict, _ in verdicts.values()) for v in ("chosen", "rejected", "unsure")}
+    sent = _send_to_humans(workspace, config, directory, verdicts, number)
+    humans = exported_labels(workspace, set(sent))
+    if len(humans) < len(sent):
+        missing = len(sent) - len(humans)
+        log(f"stage1 iter-{number}: waiting for {missing} human labels ({len(humans)} of {len(sent)} exported); "
+            f"label them in the app (`synpref label serve`), export (`synpref label export`), then run stage1 again")
+        return {"iteration": number, "status": "waiting", "waiting_for_human_labels": missing,
+                "sent_to_humans": len(sent), "human_labels_exported": len(humans)}
+    rows = _write_state(directory, state["rows"], verdicts, humans, number)
+    counts = {v: sum(r.verdict == v for r in verdicts.values()) for v in ("chosen", "rejected", "unsure")}
+    added_by = {source: sum(r["verdict"] in DECIDED and r["origin"] == f"iter-{number} {suffix}" for r in rows)
+                for source, suffix in SOURCES.items()}
     summary = {
         "iteration": number, "silver_trained_on": len(state["silver"]), "gold_pairs": len(gold),
         "gold_accuracy": training["best_gold_accuracy"], "best_step": training["best_step"],
         "gold_p_mean": sum(probabilities) / len(probabilities), "retrieved": len(retrieved),
-        "judged": counts, "added_to_silver": counts["chosen"] + counts["rejected"],
-        "judge_agreement_mean": sum(a for _, a in verdicts.values()) / max(1, len(verdicts)),
+        "judged": counts, "added_to_silver": sum(added_by.values()), "added_by": added_by,
+        "sent_to_humans": len(sent), "human_labels": {v: list(humans.values()).count(v) for v in (*DECIDED, "unsure")},
+        "judge_agreement_mean": sum(r.agreement for r in verdicts.values()) / max(1, len(verdicts)),
         "seconds": round(time.perf_counter() - started, 1),
     }
     (directory / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -167,7 +217,7 @@ def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilit
     if path.is_file():
         return pq.read_table(path).column("id").to_pylist()
     gold_ids, gold_vectors = _embeddings(workspace, config, "gold", [("gold", p) for p in gold])
-    pool_ids, pool_vectors = _embeddings(workspace, config, "pool", list(workspace.iter_pairs("pool")))
+    pool_ids, pool_vectors = _embeddings(workspace, config, "pool", _pool_rows(workspace))
     keep = [i for i, pair_id in enumerate(pool_ids) if pair_id not in excluded]
     index = build_index(pool_vectors[keep], exact_max=config.exact_index_max)
     order = sorted(range(len(gold)), key=lambda i: (probabilities[i], gold[i].id))
@@ -183,6 +233,20 @@ def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilit
     return table.column("id").to_pylist()
 
 
+def _pool_rows(workspace) -> list:
+    """(split, pair) rows of Stage 1's pool: the pool split when the first iteration retrieves,
+    then the same pairs (read back from runs/stage1/pool/), so that a pair humans labelled
+    moving to gold does not change the retrieval index."""
+    from synpref.curate.executors import MANIFEST
+    from synpref.curate.jobs import read_shard_pairs
+
+    directory = stage1_dir(workspace) / "pool"
+    if not (directory / MANIFEST).is_file():
+        return list(workspace.iter_pairs("pool"))
+    names = json.loads((directory / MANIFEST).read_text())["shards"]
+    return [("pool", pair) for name in names for pair in read_shard_pairs(directory / name)]
+
+
 def _embeddings(workspace, config: CurateConfig, split: str, rows):
     """(ids, vectors) of a split, embedded shard by shard into WORKSPACE/embeddings/<model>/<split>/."""
     from synpref.retrieval.embed import embeddings_dir, read_embeddings
@@ -193,23 +257,53 @@ def _embeddings(workspace, config: CurateConfig, split: str, rows):
     return read_embeddings([output / s.name for s in shards])
 
 
-def _judge(workspace, config: CurateConfig, directory: Path, retrieved, gold) -> dict[str, tuple[str, float]]:
+def _judge(workspace, config: CurateConfig, directory: Path, retrieved, gold):
+    """{id: PairVerdict} of the gated judges (verifier and LLM) for the retrieved pairs."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from synpref.curate.judging import judge_pairs
+    from synpref.curate.judging import PairVerdict, judge_pairs
 
     path = directory / "judgments.parquet"
     if path.is_file():
         table = pq.read_table(path).to_pylist()
-        return {r["id"]: (r["verdict"], r["agreement"]) for r in table}
+        return {r["id"]: PairVerdict(r["verdict"], r["agreement"], r.get("decided_by") or ("llm" if r["verdict"] in DECIDED else ""),
+                                     r.get("reason") or "") for r in table}
     job = judges_with_say(workspace, config, gold)
     verdicts = judge_pairs(workspace.root, retrieved, gold, job, directory / "judge-workspace") if job else {}
-    verdicts = {p.id: verdicts.get(p.id, ("unsure", 0.0)) for p in retrieved}
-    table = pa.table({"id": list(verdicts), "verdict": [v for v, _ in verdicts.values()],
-                      "agreement": pa.array([a for _, a in verdicts.values()], pa.float64())})
+    verdicts = {p.id: verdicts.get(p.id, PairVerdict("unsure", 0.0, "")) for p in retrieved}
+    table = pa.table({"id": list(verdicts), "verdict": [v.verdict for v in verdicts.values()],
+                      "agreement": pa.array([v.agreement for v in verdicts.values()], pa.float64()),
+                      "decided_by": [v.decided_by for v in verdicts.values()], "reason": [v.reason for v in verdicts.values()]})
     write_table_atomic(pq, table, path)
     return verdicts
+
+
+def _send_to_humans(workspace, config: CurateConfig, directory: Path, verdicts, number: int) -> list[str]:
+    """Ids of the pairs this iteration sends to humans (chosen once, then read back): up to
+    `human_budget` pairs no judge decided, those the weakest gold pairs asked for first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = directory / "human.parquet"
+    if path.is_file():
+        return pq.read_table(path).column("id").to_pylist()
+    budget = config.stage1.human_budget
+    if not budget:
+        return []
+    retrieved = pq.read_table(directory / "retrieved.parquet").to_pylist()
+    undecided = sorted((r for r in retrieved if verdicts[r["id"]].verdict not in DECIDED), key=lambda r: r["gold_p"])[:budget]
+    ids = [r["id"] for r in undecided]
+    if ids:  # the request first: a run killed between the two writes the same request again
+        request = {"name": f"stage1-iter-{number}", "ids": ids, "annotations_wanted": config.stage1.human_annotations,
+                   "requested_by": f"synpref curate stage1, iteration {number}"}
+        workspace.label_requests_dir.mkdir(parents=True, exist_ok=True)
+        target = workspace.label_requests_dir / f"stage1-iter-{number}.json"
+        target.with_name(target.name + ".tmp").write_text(json.dumps(request, indent=2))
+        target.with_name(target.name + ".tmp").replace(target)
+    table = pa.table({"id": pa.array(ids, pa.string()), "gold_p": pa.array([r["gold_p"] for r in undecided], pa.float64())})
+    write_table_atomic(pq, table, path)
+    return ids
 
 
 def judges_with_say(workspace, config: CurateConfig, gold) -> dict[str, Any] | None:
@@ -226,12 +320,15 @@ def judges_with_say(workspace, config: CurateConfig, gold) -> dict[str, Any] | N
     return gate_judges(workspace.root, job, gold, directory, size=gate.calibration_pairs, alpha=gate.alpha, seed=gate.seed)[0]
 
 
-def _write_state(directory: Path, previous: list[dict[str, Any]], verdicts: dict[str, tuple[str, float]], number: int) -> None:
+def _write_state(directory: Path, previous: list[dict[str, Any]], verdicts, humans: dict[str, str], number: int) -> list[dict[str, Any]]:
+    """The state after this iteration: each retrieved pair once, labelled by the humans where
+    they labelled it, else by the judges; returns this iteration's rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = previous + [
-        {"id": pair_id, "verdict": verdict, "flipped": verdict == "rejected", "origin": f"iter-{number} LLM judges"}
-        for pair_id, (verdict, _) in verdicts.items()
-    ]
-    write_table_atomic(pq, pa.Table.from_pylist(rows, schema=state_schema()), directory / "state.parquet")
+    rows = []
+    for pair_id, judged in verdicts.items():
+        verdict, source = (humans[pair_id], "human") if pair_id in humans else (judged.verdict, judged.decided_by or "llm")
+        rows.append({"id": pair_id, "verdict": verdict, "flipped": verdict == "rejected", "origin": f"iter-{number} {SOURCES[source]}"})
+    write_table_atomic(pq, pa.Table.from_pylist(previous + rows, schema=state_schema()), directory / "state.parquet")
+    return rows

@@ -27,8 +27,26 @@ class Message(BaseModel):
     content: str
 
 
+class Reference(BaseModel):
+    """A pair's known right answer and the rule verifier that checks a response against it
+    (a name in synpref.reward.verifiers: math, choice, exact, normalised, regex, json_schema).
+    With one, a verifier can tell which response is right (synpref/annotate/verifier_judge.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    answer: str
+    verifier: str = "math"
+
+
+# How the store keeps a reference: under this key of the meta JSON column, which the workspace
+# lifts back into `PreferencePair.reference` (synpref/data/workspace.py). Old shards lack it: None.
+REFERENCE_META_KEY = "synpref.reference"
+
+
 class PreferencePair(BaseModel):
-    """One preference: a history ending with a user turn, and two candidate replies."""
+    """One preference: a history ending with a user turn, and two candidate replies.
+
+    `reference` is not part of the id: the same pair with and without a known answer is one pair."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +56,7 @@ class PreferencePair(BaseModel):
     rejected: Message
     source: str
     meta: dict[str, Any] = Field(default_factory=dict)
+    reference: Reference | None = None
 
     @model_validator(mode="after")
     def _fill_id(self) -> PreferencePair:
@@ -54,7 +73,13 @@ class PreferencePair(BaseModel):
     def swapped(self) -> PreferencePair:
         """The same pair with chosen and rejected exchanged (a new pair, so a new id)."""
         return PreferencePair(conversation=self.conversation, chosen=self.rejected, rejected=self.chosen,
-                              source=self.source, meta=self.meta)
+                              source=self.source, meta=self.meta, reference=self.reference)
+
+    def stored_meta(self) -> dict[str, Any]:
+        """`meta` as the store writes it: with the reference under `REFERENCE_META_KEY`."""
+        if self.reference is None:
+            return self.meta
+        return {**self.meta, REFERENCE_META_KEY: self.reference.model_dump()}
 
 
 class TaskCategory(str, Enum):
@@ -89,7 +114,7 @@ class Judgment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pair_id: str
-    annotator_kind: Literal["human", "llm", "rm"]
+    annotator_kind: Literal["human", "llm", "rm", "verifier"]
     annotator: str
     verdict: Literal["chosen", "rejected", "tie", "unsure"]
     confidence: float | None = None

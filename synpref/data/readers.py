@@ -8,15 +8,19 @@ Keys a format does not use are kept in `meta` under their own name, so nothing i
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
-from synpref.data.models import Message, PreferencePair, pair_id
+from synpref.data.models import REFERENCE_META_KEY, Message, PreferencePair, Reference, pair_id
 from synpref.data.sources import Unreadable
 from synpref.errors import RecordError, SynprefError
 from synpref.registry import Registry
 
 # Common keys every reader understands besides its own: our own export columns.
 PROVENANCE_KEYS = ("id", "source", "meta", "split")
+# Columns that hold a pair's known right answer, as data sets name them (`--map reference=COLUMN`
+# names any other); GSM8K's `answer` ("...reasoning #### 42") counts when it has the "####".
+REFERENCE_KEYS = ("reference", "ground_truth", "gold_answer")
 
 _ROLE_ALIASES = {
     "user": "user",
@@ -70,10 +74,13 @@ class Reader:
         if not isinstance(source, str) or not source:
             raise RecordError("source", f"expected a non-empty string, got {_kind(source)}")
         meta = _meta(record.get("meta"))
-        consumed = self.keys + self.redundant_keys + PROVENANCE_KEYS
+        reference_key, reference = _reference(record, meta)
+        consumed = self.keys + self.redundant_keys + PROVENANCE_KEYS + (reference_key,)
         for key, value in record.items():
             if key not in consumed:
                 meta[key if key not in meta else f"input.{key}"] = value
+        if reference is not None:
+            meta[REFERENCE_META_KEY] = reference.model_dump()  # how Stage 0 stores it (see models.py)
         record_id = record.get("id")
         computed = pair_id(conversation, chosen, rejected)
         if record_id is not None and record_id != computed:
@@ -85,6 +92,7 @@ class Reader:
             rejected=rejected,
             source=source,
             meta=meta,
+            reference=reference,
         )
 
 
@@ -224,6 +232,42 @@ def detect_format(records: list[dict[str, Any]], where: str) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+(?:\s*/\s*\d+)?")
+
+
+def _reference(record: dict[str, Any], meta: dict[str, Any]) -> tuple[str, Reference | None]:
+    """(the key it came from, the reference) of a record; ("", None) when it has none."""
+    for key in REFERENCE_KEYS:
+        if record.get(key) is not None:
+            return key, _reference_value(record[key], key)
+    answer = record.get("answer")
+    if isinstance(answer, str) and "####" in answer:  # GSM8K: the final answer follows "####"
+        final = answer.rsplit("####", 1)[1].strip().replace(",", "")
+        if final:
+            return "answer", Reference(answer=final, verifier="math")
+    stored = meta.pop(REFERENCE_META_KEY, None)  # our own export, read back
+    return "", None if stored is None else _reference_value(stored, f"meta.{REFERENCE_META_KEY}")
+
+
+def _reference_value(value: Any, field: str) -> Reference:
+    """A plain answer (a number: the math verifier; text: normalised match) or
+    {"answer": ..., "verifier": ...} (also `reference`/`ground_truth` and `task` as veRL names them)."""
+    value = _decoded(value, field) if isinstance(value, str) and value.lstrip()[:1] == "{" else value
+    if isinstance(value, dict):
+        answer = next((value[k] for k in ("answer", "reference", "ground_truth") if value.get(k) is not None), None)
+        verifier = value.get("verifier", value.get("task"))
+        if verifier is not None and not isinstance(verifier, str):
+            raise RecordError(f"{field}.verifier", f"expected a string, got {_kind(verifier)}")
+        if answer is None:
+            raise RecordError(field, "an object without an answer (expected answer, reference or ground_truth)")
+        plain = _reference_value(answer, f"{field}.answer")
+        return Reference(answer=plain.answer, verifier=verifier or plain.verifier)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RecordError(field, f"expected an answer (text or a number) or an object, got {_kind(value)}")
+    text = str(value)
+    return Reference(answer=text, verifier="math" if _NUMBER.fullmatch(text.strip()) else "normalised")
 
 
 def _kind(value: Any) -> str:

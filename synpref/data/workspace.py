@@ -125,6 +125,12 @@ class Workspace:
         return self.run_dir("stage2") / "decisions.parquet"
 
     @property
+    def label_requests_dir(self) -> Path:
+        """Pairs a step asks humans to label: one JSON file per request, loaded into the annotation
+        app's queue (synpref/label/work_queue.py); the labels come back by `synpref label export`."""
+        return self.root / "label" / "requests"
+
+    @property
     def llm_cache_dir(self) -> Path:
         """LLM responses by request hash (synpref/annotate/cache.py)."""
         return self.root / "cache" / "llm"
@@ -193,7 +199,8 @@ class Workspace:
 
         if not rows:
             return 0
-        table = [{**pair.model_dump(mode="json"), "split": split, "meta": json.dumps(pair.meta, ensure_ascii=False)} for split, pair in rows]
+        table = [{**pair.model_dump(mode="json"), "split": split, "meta": json.dumps(pair.stored_meta(), ensure_ascii=False)}
+                 for split, pair in rows]
         shard = f"{run_id}-00001.parquet"
         # Under a dot name until complete: pyarrow.dataset skips such files, so an interrupted
         # write never leaves a half-written shard in pairs/ (the next ingest removes it).
@@ -213,15 +220,18 @@ class Workspace:
 
 def pair_from_row(row: dict[str, Any]):
     """The `PreferencePair` of a stored row (`PAIR_SCHEMA`), trusted: it was validated on the way in."""
-    from synpref.data.models import Message, PreferencePair
+    from synpref.data.models import REFERENCE_META_KEY, Message, PreferencePair, Reference
 
+    meta = json.loads(row["meta"])
+    reference = meta.pop(REFERENCE_META_KEY, None)
     return PreferencePair.model_construct(
         id=row["id"],
         conversation=[Message(**m) for m in row["conversation"]],
         chosen=Message(**row["chosen"]),
         rejected=Message(**row["rejected"]),
         source=row["source"],
-        meta=json.loads(row["meta"]),
+        meta=meta,
+        reference=Reference.model_construct(**reference) if reference else None,
     )
 
 

@@ -90,6 +90,7 @@ def create_app(workspace_root: str | Path, db_url: str | None = None, https_only
     app.state.sessions = sessions
     app.state.secret = secret_key(secret_path(workspace.root))
     app.state.throttle = LoginThrottle(sessions)
+    app.state.requests_loaded = set()  # label requests (Stage 1's human queue) already in the queue
     app.add_middleware(
         SessionMiddleware, secret_key=app.state.secret, session_cookie="synpref_session",
         max_age=SESSION_SECONDS, same_site="strict", https_only=https_only,
@@ -238,6 +239,8 @@ def protocol(request: Request, user: CurrentUser = Depends(current_user)):
 
 @label_routes.get("/label")
 def next_pair(request: Request, user: CurrentUser = Depends(current_user)):
+    with request.app.state.sessions.begin() as session:
+        work_queue.load_requests(session, request.app.state.workspace, request.app.state.requests_loaded)
     with request.app.state.sessions.begin() as session:  # one transaction: pick and claim
         pair_id = work_queue.next_pair_id(session, user.name)
         if pair_id is None:
@@ -324,6 +327,8 @@ def _pair_view(item: QueueItem, order: tuple[str, str]) -> dict[str, Any]:
 
 @admin_routes.get("")
 def admin_home(request: Request, user: CurrentUser = Depends(admin_user)):
+    with request.app.state.sessions.begin() as session:
+        work_queue.load_requests(session, request.app.state.workspace, request.app.state.requests_loaded)
     with request.app.state.sessions() as session:
         context = _admin_overview(session)
     return page(request, "admin.html", user, **context)

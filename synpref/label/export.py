@@ -142,7 +142,7 @@ def workspace_row(record: dict[str, Any]) -> tuple[str, PreferencePair] | None:
     label = record["label"]
     if label not in VERDICTS:
         return None
-    original = PreferencePair.model_validate({k: record[k] for k in PreferencePair.model_fields})
+    original = PreferencePair.model_validate({k: record[k] for k in PreferencePair.model_fields if k in record})
     meta = {**original.meta, "label": {
         "original_id": original.id, "verdict": label, "judgments": len(record["judgments"]),
         "attributes": record["attributes"],
@@ -153,7 +153,7 @@ def workspace_row(record: dict[str, Any]) -> tuple[str, PreferencePair] | None:
         return "gold", original.model_copy(update={"meta": meta})
     swapped = PreferencePair(
         conversation=original.conversation, chosen=original.rejected, rejected=original.chosen,
-        source=original.source, meta=meta,
+        source=original.source, meta=meta, reference=original.reference,
     )
     return "gold", swapped
 

@@ -115,6 +115,27 @@ def load_pairs(session: Session, workspace, options: LoadOptions, loaded_by: str
     return added, already
 
 
+def load_requests(session: Session, workspace, loaded: set[str]) -> int:
+    """Load the label requests steps wrote (WORKSPACE/label/requests/*.json, e.g. Stage 1's pairs
+    no judge decided) that are not in `loaded` yet; returns the pairs added. Loading is
+    idempotent (a queued pair stays as it is), so a restarted app loading them again is harmless."""
+    directory = workspace.label_requests_dir
+    added = 0
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        if path.name in loaded:
+            continue
+        try:
+            request = json.loads(path.read_text())
+            ids = [str(i) for i in request["ids"]]
+            wanted = int(request.get("annotations_wanted", 1))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half-written or foreign: looked at again next time
+        options = LoadOptions(split=None, ids=ids, annotations_wanted=max(1, wanted))
+        added += load_pairs(session, workspace, options, loaded_by=str(request.get("requested_by", path.stem))[:200])[0]
+        loaded.add(path.name)
+    return added
+
+
 def _refresh(session: Session, pair_id: str, attributes: dict | None, hints: dict | None) -> None:
     if attributes is None and hints is None:
         return  # nothing machine-written for it yet: keep what was loaded
