@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "synpref"
 # one on its own layer or above. Imports inside functions count too: deferring an import hides
 # a dependency, it does not remove it.
 LAYERS = (
-    ("synpref", "errors"),  # the package root; errors a user can act on
+    ("synpref", "errors", "text"),  # the package root; errors a user can act on, text for messages
     ("registry", "config"),  # the registry class; config files and --set
     ("options",),  # command-line options built from config models
     ("data",),  # the data contract, Stage 0, the workspace store
