@@ -13,7 +13,7 @@ def write_html_report(workspace, steps: dict[str, Any], curate_report: Path) -> 
     from markdown_it import MarkdownIt
 
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-    sections = [_ablation(steps.get("ablation", {}), markdown), _summary(steps)]
+    sections = [_ablation(steps.get("ablation", {}), markdown), _stage1(steps.get("stage1", {}), workspace.run_dir("demo")), _summary(steps)]
     curate_md = curate_report / "report.md"
     if curate_md.exists():
         sections.append(_with_images(markdown.render(curate_md.read_text()), curate_report))
@@ -55,6 +55,72 @@ def _ablation(result: dict[str, Any], markdown) -> str:
     return "\n".join(parts)
 
 
+def _stage1(result: dict[str, Any], directory: Path) -> str:
+    """Stage 1 per iteration: gold and held-out accuracy of its RM, and the labels it added by source."""
+    iterations = [s for s in result.get("iterations", []) if "added_by" in s]
+    if not iterations:
+        return ""
+    held_out = result.get("held_out", [])
+    rows = ""
+    for i, s in enumerate(iterations):
+        accuracy = f"{held_out[i]:.3f}" if i < len(held_out) else ""
+        added = s["added_by"]
+        rows += (f"<tr><td>{s['iteration']}</td><td>{s['silver_trained_on']}</td><td>{s['gold_accuracy']:.3f}</td><td>{accuracy}</td>"
+                 f"<td>{s['retrieved']}</td><td>{added['verifier']}</td><td>{added['llm']}</td><td>{added['human']}</td></tr>")
+    parts = [
+        "<h2>Stage 1: labels added per iteration, and what the reward model learnt</h2>",
+        "<p>Each iteration trains its RM on the silver so far (seed plus what earlier iterations added), measures it on gold "
+        "and on the held-out pairs, retrieves pool pairs near the gold pairs it gets wrong and labels them. A verifier judge "
+        "labels the pairs that carry a reference answer (it earned its weight on gold); the LLM judge is asked only if it beat "
+        "chance on gold; the pairs neither decided go, a few per iteration, to the annotation app's queue, where "
+        "<b>simulated annotators</b> (three, each right 90% of the time, a simulated lead adjudicating disagreements) label "
+        "them, and the iteration finishes once their labels are exported.</p>",
+        "<table><tr><th>iteration</th><th>silver trained on</th><th>gold accuracy</th><th>held-out accuracy</th><th>retrieved</th>"
+        f"<th>added by verifier</th><th>added by LLM judge</th><th>added by humans</th></tr>{rows}</table>",
+    ]
+    sources = result.get("sources")
+    if sources:
+        cells = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{row['added']}</td><td>{'' if row['agree_with_truth'] is None else format(row['agree_with_truth'], '.3f')}</td></tr>"
+            for name, row in sources.items()
+        )
+        parts.append("<p>Labels Stage 1 added to silver, by source, and how often each agrees with the generator's truth:</p>"
+                     f"<table><tr><th>source</th><th>labels added</th><th>agreement with truth</th></tr>{cells}</table>")
+    plot = _stage1_plot(iterations, held_out, directory / "stage1_accuracy.png")
+    if plot is not None:
+        parts.append(_image(plot))
+    return "\n".join(parts)
+
+
+def _stage1_plot(iterations: list[dict[str, Any]], held_out: list[float], path: Path) -> Path | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    numbers = [s["iteration"] for s in iterations]
+    figure, (accuracy, added) = plt.subplots(1, 2, figsize=(10, 3.5))
+    accuracy.plot(numbers, [s["gold_accuracy"] for s in iterations], marker="o", label="gold accuracy")
+    if len(held_out) == len(numbers):
+        accuracy.plot(numbers, held_out, marker="s", label="held-out accuracy")
+    accuracy.set(xlabel="Stage 1 iteration", ylim=(0, 1), xticks=numbers, title="RM of each iteration")
+    accuracy.legend()
+    bottom = [0] * len(numbers)
+    for source, colour in (("verifier", "tab:green"), ("llm", "tab:blue"), ("human", "tab:orange")):
+        counts = [s["added_by"][source] for s in iterations]
+        added.bar(numbers, counts, bottom=bottom, color=colour, label={"llm": "LLM judge"}.get(source, source))
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    added.set(xlabel="Stage 1 iteration", ylabel="labels added to silver", xticks=numbers, title="Labels by source")
+    added.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def _summary(steps: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{result.get('seconds', '')}</td><td>{html.escape(_brief(name, result))}</td></tr>"
@@ -70,7 +136,8 @@ def _brief(step: str, result: dict[str, Any]) -> str:
         judge = f" by {result['judge']}" if "judge" in result else ""
         return f"{result['done']} of {result['pairs']} pairs annotated{judge}, {result['failed']} failed"
     if step == "stage1":
-        return f"{len(result['iterations'])} iterations"
+        added = [s.get("added_to_silver", 0) for s in result["iterations"]]
+        return f"{len(result['iterations'])} iterations, labels added per iteration: {added}"
     if step == "stage2":
         return ", ".join(f"{name}: {count}" for name, (_, count) in result["exports"].items())
     if step == "train":

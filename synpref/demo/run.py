@@ -4,9 +4,11 @@
 
 The loop's reward models are head-only (frozen backbone features, a Bradley-Terry head fitted
 in seconds, so the ablation can train one per condition): SmolLM2-135M's last-token state on
-the generated tasks, all-MiniLM-L6-v2 on a real pool (`Budget.loop_model`). The
-local SmolLM2 judge is measured on gold first and, being at chance, gets no say: every
-decision is then the RM-only rule (synpref/curate/gating.py).
+the generated tasks, all-MiniLM-L6-v2 on a real pool (`Budget.loop_model`). Two judges are
+measured on gold first (synpref/curate/gating.py): the local SmolLM2, which being at chance
+gets no say, and a verifier judge, which decides the pairs that carry a reference answer
+(the generated objective ones). Stage 1 sends a few pairs no judge decided per iteration to
+the annotation app's queue, where simulated annotators label them (synpref/demo/humans.py).
 
 Each finished step is recorded in WORKSPACE/runs/demo/steps.json with what it produced; a
 rerun (after Ctrl-C, say) skips finished steps, and the steps that do long work (ingest,
@@ -52,6 +54,7 @@ class Budget:
     attributes: int  # pairs the local LLM writes attributes for
     seed_size: int  # pool pairs taken as the seed's silver
     max_retrieved: int  # Stage 1 judging budget per iteration
+    human_budget: int  # Stage 1 pairs per iteration sent to the (simulated) annotators
     max_judged: int  # Stage 2 judging budget
     stage2_limit: int | None  # pool pairs Stage 2 looks at
     calibration_pairs: int  # gold pairs each LLM judge labels to earn its weight
@@ -67,13 +70,13 @@ class Budget:
     def for_options(cls, options: DemoOptions) -> Budget:
         # SmolLM2 writes attribute JSON slowly and rarely validly: a few pairs show the step.
         if options.tiny:
-            return cls(attributes=1, seed_size=40, max_retrieved=6, max_judged=6, stage2_limit=None,
+            return cls(attributes=1, seed_size=40, max_retrieved=6, human_budget=2, max_judged=6, stage2_limit=None,
                        calibration_pairs=6, final_model="minilm-l6", final_steps=4, loop_model="minilm-l6")
         limit = 2000 if options.pool else None  # a real pool is subsampled to fit the time budget
         # Two thirds of the pool seed the best RM (Stage 1 retrieves from the rest): with the
         # judge gated out, the seed is all the best RM learns from, and 200 pairs left it at
         # 0.755 held-out against 0.835 for 400-600 (noisy) pairs.
-        return cls(attributes=3, seed_size=400, max_retrieved=60, max_judged=120, stage2_limit=limit,
+        return cls(attributes=3, seed_size=400, max_retrieved=50, human_budget=4, max_judged=120, stage2_limit=limit,
                    calibration_pairs=20, final_model="smollm2-135m", final_steps=30,
                    loop_model="minilm-l6" if options.pool else "smollm2-135m")
 
@@ -167,10 +170,38 @@ class _Context:
         return {"pairs": summary.pairs, "done": summary.done, "failed": summary.failed, "judge": self._judge_engine()}
 
     def stage1(self) -> dict[str, Any]:
+        """Iterations until every one is finished; while one waits for human labels the simulated
+        annotators label the queue and export, as people would with `synpref label serve`."""
         from synpref.curate.stage1 import run_stage1
+        from synpref.demo.humans import label_requests
 
-        iterations = run_stage1(self.workspace, self._curate_config(), log=self.log)
-        return {"iterations": iterations}
+        truth = Path(self.state.steps["data"]["files"]["truth"])
+        humans = []
+        while True:
+            iterations = run_stage1(self.workspace, self._curate_config(), log=self.log)
+            if iterations[-1].get("status") != "waiting" or not truth.exists() or self.options.pool:
+                break
+            humans.append(label_requests(self.workspace, truth, seed=self.options.seed))
+            self.log(f"simulated annotators: {humans[-1]}")
+        result: dict[str, Any] = {"iterations": iterations, "simulated_humans": humans}
+        if truth.exists() and not self.options.pool:
+            result["sources"] = stage1_sources(self.workspace, truth)
+        result["held_out"] = self._held_out_per_iteration()
+        return result
+
+    def _held_out_per_iteration(self) -> list[float]:
+        """Accuracy of each Stage 1 iteration's RM on the held-out pairs (features are cached)."""
+        from synpref.curate.stage1 import finished_iterations
+        from synpref.curate.training import load_scorer
+        from synpref.rm.data import load_pairs
+        from synpref.rm.metrics import pairwise_accuracy
+
+        test = load_pairs(self.state.steps["data"]["files"]["test"])
+        found = []
+        for iteration in finished_iterations(self.workspace):
+            chosen, rejected = load_scorer(str(iteration / "model"), self._curate_config(), self.workspace.root).score_pairs(test)
+            found.append(pairwise_accuracy(chosen, rejected))
+        return found
 
     def stage2(self) -> dict[str, Any]:
         from synpref.curate.export import export_curated
@@ -272,10 +303,14 @@ class _Context:
     def _curate_config(self):
         from synpref.curate.config import CurateConfig
 
+        judges = self._judges().model_dump(mode="json")
+        # Decides the pairs that carry a reference (the generated objective ones); gated like the LLM.
+        judges["judges"].append({"name": "verifier", "backend": "verifier", "model": "rules", "api_key_env": None})
         return CurateConfig(
-            judges=self._judges(),
+            judges=judges,
             rm={"model": self.budget.loop_model, "head_only": True, "max_length": 256 if self.options.pool else 64},
-            stage1={"iterations": 2, "seed_size": self.budget.seed_size, "max_retrieved": self.budget.max_retrieved},
+            stage1={"iterations": 3, "seed_size": self.budget.seed_size, "max_retrieved": self.budget.max_retrieved,
+                    "human_budget": self.budget.human_budget, "human_annotations": 3},
             stage2={"margin": 0.1, "flip": "reversed_passes", "max_judged": self.budget.max_judged,
                     "limit": self.budget.stage2_limit, "scope": "all"},
             judge_gate={"calibration_pairs": self.budget.calibration_pairs},
@@ -294,6 +329,21 @@ def _split_file(source: Path, directory: Path, keep: float) -> tuple[Path, Path]
     first.write_text("".join(lines[:cut]))
     rest.write_text("".join(lines[cut:]))
     return first, rest
+
+
+def stage1_sources(workspace, truth: Path) -> dict[str, dict[str, Any]]:
+    """Per label source (verifier, LLM judges, human): labels Stage 1 added to silver and their
+    agreement with the generator's truth (the added label is right iff it un-flips exactly the flips)."""
+    from synpref.curate.stage1 import DECIDED, SOURCES, last_state
+
+    flipped = {row["id"]: row["flipped"] for row in map(json.loads, truth.read_text().splitlines())}
+    rows = [r for r in last_state(workspace)["rows"] if r["verdict"] in DECIDED and r["id"] in flipped]
+    found = {}
+    for source, suffix in SOURCES.items():
+        mine = [r for r in rows if r["origin"].endswith(f" {suffix}") and r["origin"].startswith("iter-")]
+        right = sum((r["verdict"] == "rejected") == flipped[r["id"]] for r in mine)
+        found[source] = {"added": len(mine), "agree_with_truth": right / len(mine) if mine else None}
+    return found
 
 
 def noise_recovery(truth: Path, decisions: Path) -> dict[str, Any]:
