@@ -240,16 +240,10 @@ def _train_options() -> type[BaseModel]:
 @command(app, "train", _train_options(), set_example="learning_rate=1e-5")
 def train(options: BaseModel) -> None:
     """Train a Bradley-Terry reward model (options from --config YAML, overridden by flags)."""
-    import importlib.util
-
     from synpref.rm.config import load_train_config
     from synpref.rm.trainer import train as run_train
 
     config = load_train_config(None, options.model_dump())
-    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        console.print("TensorBoard logs skipped (metrics.jsonl has the same): they need the 'plots' extra: "
-                      "pip install 'synpref[plots]'", markup=False, soft_wrap=True)  # fmt: skip
-        config.tensorboard = False
     summary = run_train(config)
     console.print(f"model written to {options.output or 'the output directory'}: {json.dumps(summary)}")
 

@@ -244,6 +244,16 @@ def _resume(accelerator: Any, output: Path) -> TrainState:
     return state
 
 
+def _tensorboard_installed(accelerator) -> bool:
+    """TensorBoard comes with the `plots` extra; without it metrics.jsonl holds the same numbers."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return True
+    accelerator.print("TensorBoard logs skipped (metrics.jsonl has the same): they need the 'plots' extra: pip install 'synpref[plots]'")
+    return False
+
+
 class _Run:
     """The pieces of one training run, so the loop in `train` stays readable."""
 
@@ -259,7 +269,8 @@ class _Run:
 
         self.separator = segment_separator(self.reward_model, tokenizer)
         self.writer = None
-        if config.tensorboard and accelerator.is_main_process:
+        self.step_lr = float("nan")
+        if config.tensorboard and accelerator.is_main_process and _tensorboard_installed(accelerator):
             from torch.utils.tensorboard import SummaryWriter
 
             # Resuming: TensorBoard drops the events the interrupted run wrote after its checkpoint.
@@ -303,6 +314,7 @@ class _Run:
                     self.master.master_to_model()
                 self.optimizer.zero_grad(set_to_none=True)
             self._remember(loss.detach(), chosen.detach(), rejected.detach())
+        self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step used; step() sets the next one
         self.scheduler.step()
         self.train_seconds += time.perf_counter() - started
         self.pairs_seen += sum(len(b) for b in micro_batches) * self.accelerator.num_processes
@@ -337,7 +349,7 @@ class _Run:
         # The mean over micro-batches of equal size is the mean over the steps' pairs.
         self.last_loss = sum(self.window["loss"]) / len(self.window["loss"])
         metrics = {"loss": self.last_loss, **pair_metrics(chosen, rejected)}
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["lr"] = self.step_lr
         metrics["pairs_per_second"] = self.pairs_seen / max(self.train_seconds, 1e-9)
         self.window = {"loss": [], "chosen": [], "rejected": []}
         self._record(step, "train", metrics)

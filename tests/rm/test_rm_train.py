@@ -80,6 +80,8 @@ def test_a_real_backbone_learns_a_separable_task(trained_minilm, arithmetic_file
     assert [m["step"] for m in logged if m["kind"] == "gold"] == [5, 10]
     assert [m["step"] for m in logged if m["kind"] == "train"] == [5, 10]
     assert set(logged[0]) >= {"loss", "accuracy", "margin", "reward_mean", "reward_std", "lr"}
+    # The rate each logged step used: 1 warmup step of 10, then linear decay: (10 - i) / 9 at index i.
+    assert [m["lr"] for m in logged if m["kind"] == "train"] == pytest.approx([1e-4 * 6 / 9, 1e-4 * 1 / 9])
     assert list((output / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -115,6 +117,14 @@ def test_resume_gives_the_same_weights_as_a_straight_run(precision, tmp_path, ti
     fresh = tmp_path / "fresh"
     train(tiny_config(tiny_llama_with_dropout_dir, data, fresh, max_steps=3, mixed_precision=precision))
     assert max_difference(load_weights(straight), load_weights(fresh)) > 1e-3
+
+
+def test_a_one_step_run_logs_the_rate_it_used(tmp_path, tiny_llama_dir):
+    """Not the rate after the scheduler's step (0 at the end of a linear decay)."""
+    data = write_records(tmp_path / "train.jsonl", arithmetic_records(8, seed=2))
+    train(tiny_config(tiny_llama_dir, data, tmp_path / "run", max_steps=1, warmup_ratio=0.0))
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["lr"]) for m in logged if m["kind"] == "train"] == [(1, 1e-3)]
 
 
 def torch_dtype(name: str):
