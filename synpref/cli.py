@@ -138,6 +138,10 @@ def _mapping(pairs: list[str]) -> dict[str, str]:
 
 
 def _print_summary(run) -> None:
+    from rich.markup import escape
+
+    from synpref.text import printable
+
     table = Table(title=f"ingest {run.run_id}")
     columns = ["read", "kept", "duplicates", "contaminated", "quarantined"]
     table.add_column("source")
@@ -145,14 +149,15 @@ def _print_summary(run) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     for counts in run.sources:
-        table.add_row(counts.spec, counts.format, *(f"{getattr(counts, c):,}" for c in columns))
+        # A file name can hold terminal escapes or rich markup: shown, never obeyed.
+        table.add_row(escape(printable(counts.spec)), counts.format, *(f"{getattr(counts, c):,}" for c in columns))
     totals = [sum(getattr(s, c) for s in run.sources) for c in columns]
     table.add_row("total", "", *(f"{n:,}" for n in totals), style="bold")
     Console().print(table)
     for name, info in run.decontamination.items():
         hits = sum(s.contaminated_by.get(name, 0) for s in run.sources)
         Console().print(
-            f"decontamination against {name}: {info['prompts']:,} prompts "
+            f"decontamination against {escape(printable(name))}: {info['prompts']:,} prompts "
             f"({info['shorter_than_n']:,} shorter than the n-gram), {hits:,} pairs dropped"
         )
     if totals[4] or totals[3]:

@@ -52,3 +52,19 @@ def test_config_errors_are_clear(tmp_path: Path):
     config.write_text(config.read_text() + "colour: red\n")
     result = synpref("stats", str(ws))
     assert (result.returncode, result.stderr.strip()) == (2, f"error: {config}: colour: Extra inputs are not permitted")
+
+
+def test_ingest_shows_a_hostile_file_name_without_obeying_it(tmp_path: Path):
+    """Terminal escapes and rich markup in a file name are printed as text in the summary table."""
+    ws = str(tmp_path / "ws")
+    assert synpref("init", ws).returncode == 0
+    data = tmp_path / "evil\x1b[2J\r[red]x.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}) + "\n")
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "synpref", "ingest", str(data), "-w", ws], capture_output=True,
+                            text=True, env={**os.environ, "COLUMNS": "400"})  # wide enough for the whole name
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr and "\r" not in result.stdout + result.stderr
+    row = next(line for line in result.stdout.splitlines() if "evil" in line)
+    assert row.split("│")[1].strip() == f"{tmp_path}/evil\\x1b[2J\\r[red]x.jsonl"
