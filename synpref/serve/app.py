@@ -43,6 +43,7 @@ from synpref.serve.encoding import EncodeJob, EncodeStage
 from synpref.serve.engines import ENGINE_ROUTES, add_engine_routes
 from synpref.serve.limits import (
     BodyLimits,
+    CancelOnDisconnect,
     RequestEncoder,
     RequireKey,
     TextRequest,
@@ -123,6 +124,7 @@ def create_app(scorer, config: ServeConfig | None = None, model_name: str = "rew
 
     app = FastAPI(title="synpref reward server", version="1")
     # Outermost last: the access log sees every answer, the key is checked before the body is read.
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, timeout_s=config.read_timeout_s)
     app.add_middleware(RequireKey, keys=config.api_keys, keyless_clients=config.keyless_clients)
     app.add_middleware(AccessLog, metrics=metrics)

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictInt
 
 from synpref.data.models import Message
 from synpref.serve.encoding import EncodeJob
@@ -50,13 +50,14 @@ class EngineRequest(TextRequest):
 
     model_config = ConfigDict(extra="allow")  # engines' other options (priority, user, ...) are accepted
     model: str | None = None
-    input: str | list[str] | list[int] | list[list[int]] | None = None
+    # Token ids are strict: lax mode read `true` as id 1, 1.0 as 1 and "7" as 7.
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]] | None = None
     messages: list[Message] | None = Field(None, min_length=2, description="one conversation ending with the reply to score")
     text: str | list[str] | None = Field(None, description="SGLang's native field")
-    input_ids: list[int] | list[list[int]] | None = Field(None, description="SGLang's native field for token ids")
+    input_ids: list[StrictInt] | list[list[StrictInt]] | None = Field(None, description="SGLang's native field for token ids")
     use_activation: bool | None = None
     activation: bool | None = None  # vLLM before 0.11.2; veRL still sends it
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    truncate_prompt_tokens: StrictInt | None = Field(None, ge=-1)
     add_special_tokens: bool = True
 
     def items(self) -> list:

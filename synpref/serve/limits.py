@@ -1,6 +1,7 @@
-"""Request limits: API keys (401), body size (413) and time (408), input length in tokens (422,
-unless truncation is asked for). The ASGI middlewares here run before the framework reads a byte
-of the body, so a client without a key or over a limit costs the server nothing."""
+"""Request limits: API keys (401), body size (413) and time (408), nesting depth and valid text
+(422), input length in tokens (422, unless truncation is asked for). The ASGI middlewares here
+run before the framework reads a byte of the body, so a client without a key or over a limit
+costs the server nothing; a client that leaves has its request cancelled (`CancelOnDisconnect`)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,58 @@ import asyncio
 import hmac
 import ipaddress
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, model_validator
+from pydantic_core import PydanticCustomError
 
 from synpref.data.models import Message
 from synpref.serve.encoding import EncodeJob
 
+log = logging.getLogger("synpref.serve")
+
+# Real bodies nest 4 levels (body, conversations, conversation, message); labels for a reward
+# spec may add a few. 900 levels overflowed Python's stack in the walk below (a 500).
+MAX_DEPTH = 64
+
 
 class TextRequest(BaseModel):
-    """A request body whose strings must be valid Unicode (checked before any field)."""
+    """A request body nested at most `MAX_DEPTH` levels, whose strings are valid Unicode
+    (checked before any field, so pydantic never walks a deeper body)."""
 
     @model_validator(mode="before")
     @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # JSON can escape a lone surrogate ("\ud800"): valid JSON, but not text. No tokenizer
-        # encodes it and no response echoing it can be written, so it is refused here.
-        if not _encodable(data):
-            raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
+    def _shallow_valid_unicode(cls, data: Any) -> Any:
+        for value, depth in _walk(data):
+            if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:  # the body itself is level 1
+                raise PydanticCustomError("too_deep", "nested deeper than {limit} levels", {"limit": MAX_DEPTH})
+            # JSON can escape a lone surrogate ("\ud800"): valid JSON, but not text. No tokenizer
+            # encodes it and no response echoing it can be written, so it is refused here.
+            if isinstance(value, str) and not _encodable(value):
+                raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
         return data
 
 
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_encodable(v) for v in value)
+def _walk(value: Any) -> Iterator[tuple[Any, int]]:
+    """Every value in `value`, dict keys included, with the number of lists and dicts around it
+    (`value` itself: 0). An explicit stack, not recursion: the depth is the client's to choose."""
+    stack = [(value, 0)]
+    while stack:
+        value, depth = stack.pop()
+        yield value, depth
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 
@@ -176,6 +196,50 @@ class RequireKey:
         except ValueError:  # a Unix socket or a test client names no IP address
             return False
         return any(address in network for network in self.keyless)
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: a request whose client leaves before its answer is cancelled, so the
+    scores it waits for are dropped (`synpref.serve.batcher`), not computed for nobody.
+
+    uvicorn does not cancel a handler when its client leaves: it only answers `receive()` with
+    "http.disconnect", which nothing calls once the body is read. So once the app has read the
+    whole body, a watcher waits on `receive()` here."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        import anyio
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body_read, answered = anyio.Event(), False
+
+        async def watched_receive():
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async def watched_send(message):
+            nonlocal answered
+            answered = answered or (message["type"] == "http.response.body" and not message.get("more_body", False))
+            await send(message)
+
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                await body_read.wait()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if not answered:  # uvicorn also says "disconnect" once the answer is sent
+                    log.info("%s %s: the client left before its answer; request cancelled", scope["method"], printable(scope["path"]))
+                    group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self.app(scope, watched_receive, watched_send)
+            group.cancel_scope.cancel()  # the watcher's job is over
 
 
 class BodyLimits:

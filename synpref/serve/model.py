@@ -5,7 +5,9 @@
 owner's `ModelOwner` answers `RemoteModel` clients over a Unix socket, so the workers parse,
 validate and tokenize in parallel while the model thread runs in a process of its own, never
 waiting for the GIL behind an event loop. Both sides offer the same calls: `score(sequences)`,
-`status()` and `metrics()`, raising `QueueFull` and `UnscorableInput` alike.
+`status()` and `metrics()`, raising `QueueFull` and `UnscorableInput` alike. Cancelling a
+`score` call (a request past its deadline, a client that left) drops its unscored work on both:
+a remote one tells the owner, which cancels its own call.
 
 The socket carries length-prefixed pickles between processes of the same server, in a folder
 only this user can open.
@@ -30,7 +32,7 @@ class LocalModel:
     """The scorer behind a micro-batcher in this process, with its batch metrics."""
 
     def __init__(self, scorer, config: ServeConfig):
-        from prometheus_client import CollectorRegistry, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.formatter = scorer.formatter
         self.token_budget = getattr(scorer, "token_budget", None)
@@ -44,12 +46,17 @@ class LocalModel:
             buckets=(64, 256, 1024, 4096, 16384, 65536),
         )  # fmt: skip
         queue_depth = Gauge("synpref_queue_depth", "sequences waiting to be scored", registry=self.registry)
+        dropped = Counter(
+            "synpref_dropped_sequences", "sequences left unscored because their request timed out or its client left",
+            registry=self.registry,
+        )  # fmt: skip
         self.batcher = MicroBatcher(
             scorer.score_ids,
             max_batch_tokens=config.max_batch_tokens,
             max_wait_ms=config.max_wait_ms,
             max_queue=config.max_queue,
             on_batch=self._observe_batch,
+            on_drop=dropped.inc,
         )
         queue_depth.set_function(lambda: self.batcher.pending)
 
@@ -87,7 +94,8 @@ async def _receive(reader: asyncio.StreamReader) -> Any:
 
 class ModelOwner:
     """Serves a `LocalModel` to the HTTP workers: messages (id, call, argument) in, (id,
-    outcome, value) out, answered as they finish, so one connection carries many requests."""
+    outcome, value) out, answered as they finish, so one connection carries many requests.
+    (id, "cancel", None) cancels call id: its worker gave up on it, and gets no answer."""
 
     def __init__(self, model: LocalModel, request_timeout_s: float):
         self.model = model
@@ -110,12 +118,20 @@ class ModelOwner:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        running: dict[int, asyncio.Task] = {}  # this connection's calls by id
         try:
             while True:
                 message = await _receive(reader)
+                ident, call, _ = message
+                if call == "cancel":
+                    if ident in running:
+                        running[ident].cancel()
+                    continue
                 task = asyncio.create_task(self._answer(message, writer))
+                running[ident] = task
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _, ident=ident: running.pop(ident, None))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
         finally:
@@ -187,6 +203,10 @@ class RemoteModel:
         try:
             _send(writer, (ident, call, argument))
             return await future
+        except asyncio.CancelledError:
+            if not writer.is_closing():  # the owner would score it for nobody
+                _send(writer, (ident, "cancel", None))
+            raise
         finally:
             self._waiting.pop(ident, None)
 
