@@ -20,7 +20,6 @@ def test_tiny_demo_runs_every_step_and_resumes(tmp_path):
     steps = json.loads((workspace / "runs" / "demo" / "steps.json").read_text())
     assert list(steps) == ["data", "ingest", "attributes", "stage1", "stage2", "ablation", "train", "evaluate", "report"]
     assert steps["ingest"]["counts"]["pool"] == {"read": 120, "kept": 120, "duplicates": 0, "contaminated": 0, "quarantined": 0}
-    assert len(steps["stage1"]["iterations"]) == 2
     assert steps["evaluate"]["held_out_pairs"] == 40
     assert list(steps["ablation"]["accuracy"]) == ["raw", "kept", "kept+flipped", "gold", "random", "longer wins"]
     assert steps["ablation"]["noise"]["decided"] == 120  # Stage 2 decides every pool pair
@@ -28,7 +27,13 @@ def test_tiny_demo_runs_every_step_and_resumes(tmp_path):
     assert page.index("Does curation pay?") < page.index("<h2>Steps</h2>")  # the report leads with the ablation
     assert "Judges, measured on each fold&#39;s loop gold" in page or "Judges, measured on each fold's loop gold" in page
     gate = json.loads((workspace / "runs" / "judge-gate" / "gating.json").read_text())
-    assert [(row["judge"], row["n"]) for row in gate] == [("smollm2", 6)]
+    assert [(row["judge"], row["kind"], row["asked"]) for row in gate] == [("smollm2", "llm", 6), ("verifier", "verifier", 24)]
+    assert gate[1]["accuracy"] >= 0.95 and gate[1]["weight"] > 0  # the generated objective pairs carry references
+    stage1 = steps["stage1"]
+    assert len(stage1["iterations"]) == 3 and all(s["added_by"]["verifier"] >= 1 for s in stage1["iterations"])
+    assert stage1["sources"]["verifier"]["agree_with_truth"] >= 0.99
+    assert len(stage1["held_out"]) == 3
+    assert "Stage 1: labels added per iteration" in page
     from synpref.annotate import llamacpp
 
     engine = "llama.cpp server (openai backend)" if llamacpp.available() else "transformers (local backend)"
