@@ -6,6 +6,14 @@ in-process through the `xllamacpp` package, whose prebuilt CPU wheel needs no co
 `pip install 'synpref[llamacpp]'`. The judges talk to it like to any other server, through the
 `openai` backend; the server knows nothing of synpref.
 
+Clients reach it through a byte-for-byte TCP relay in this process (`_relay`), so that a stop
+can be graceful: xllamacpp offers no way to stop its server but deleting it, which closes the
+port, ends the decoding loop and then waits, holding the GIL, for the HTTP thread of a request
+in flight, which waits for an answer that never comes, until its client gives up (200 s). On
+SIGTERM or SIGINT the relay stops accepting, gives the requests in flight `grace_s` to finish,
+then hangs up on the rest (their clients get a connection error at once, and llama.cpp, seeing
+the connection gone, drops their slots) and the process exits with code 0.
+
     serve(...)           run a server in the foreground (`synpref judges serve-local`)
     LocalJudgeServer     start that command as a child process and stop it again (the demo,
                          tests and bench/judges.py use it)
@@ -14,13 +22,13 @@ in-process through the `xllamacpp` package, whose prebuilt CPU wheel needs no co
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,13 +67,14 @@ def serve(
     api_key: Optional[str] = None,
     ready_file: Optional[Path] = None,
     on_ready=None,
+    grace_s: float = 5.0,
 ) -> None:
-    """Serve `model` (default: the bundled GGUF) until SIGINT or SIGTERM.
+    """Serve `model` (default: the bundled GGUF) until SIGINT or SIGTERM, then exit.
 
     `parallel` slots decode together (continuous batching), each with `context` tokens.
     With `api_key`, every request but /health must carry it as a bearer token. Once the server
     answers /health, its base URL (ending in /v1) is written to `ready_file` and passed to
-    `on_ready`.
+    `on_ready`. Requests in flight at the signal get `grace_s` seconds to finish.
     """
     if not available():
         raise SynprefError("the local judge server needs the llamacpp extra: pip install 'synpref[llamacpp]'")
@@ -77,8 +86,8 @@ def serve(
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.model_alias = {served_name(model)}
-    params.hostnames = [host]
-    params.port = port
+    params.hostnames = ["127.0.0.1"]  # reached only through the relay
+    params.port = 0
     params.n_parallel = parallel
     params.n_ctx = parallel * context  # the KV cache is shared: each slot gets n_ctx / parallel
     params.endpoint_metrics = True  # token counters at /metrics
@@ -90,19 +99,86 @@ def serve(
     if api_key:
         params.api_keys = [api_key]
     server = xllamacpp.Server(params)  # loads the model, then serves on its own threads
-    base_url = server.listening_address.rstrip("/") + "/v1"
-    wait_until_healthy(base_url)
-    if ready_file:
-        temporary = Path(ready_file).with_suffix(".tmp")
-        temporary.write_text(base_url)
-        temporary.replace(ready_file)  # readers never see half a URL
-    if on_ready:
-        on_ready(base_url)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    upstream = server.listening_address.rstrip("/").removeprefix("http://").rsplit(":", 1)
+    wait_until_healthy(server.listening_address.rstrip("/") + "/v1")
+
+    def announce(base_url: str) -> None:
+        if ready_file:
+            temporary = Path(ready_file).with_suffix(".tmp")
+            temporary.write_text(base_url)
+            temporary.replace(ready_file)  # readers never see half a URL
+        if on_ready:
+            on_ready(base_url)
+
+    cut = asyncio.run(_relay(server, (upstream[0], int(upstream[1])), host, port, grace_s, announce))
+    if cut:  # deleting the server would wait for those requests' HTTP threads, with the GIL held
+        print(f"stopped with {cut} request(s) unfinished after {grace_s:g} s; their connections were closed", flush=True)
+        sys.stderr.flush()
+        os._exit(0)
     del server
+
+
+async def _relay(server, upstream: tuple[str, int], host: str, port: int, grace_s: float, announce) -> int:
+    """Relay connections on (host, port) to llama.cpp at `upstream` until SIGINT or SIGTERM;
+    then stop accepting and wait up to `grace_s` for the requests in flight. Hangs up on every
+    connection and returns how many requests were still unfinished."""
+    open_ends: set[asyncio.StreamWriter] = set()
+    relays: set[asyncio.Task] = set()
+
+    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        relays.add(asyncio.current_task())
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*upstream)
+        except OSError:
+            client_writer.close()
+            return
+        ends = {client_writer, server_writer}
+        open_ends.update(ends)
+        try:
+            await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+        finally:
+            open_ends.difference_update(ends)
+            relays.discard(asyncio.current_task())
+            for end in ends:
+                end.close()
+
+    listener = await asyncio.start_server(relay, host, port)
+    bound_host, bound_port = listener.sockets[0].getsockname()[:2]
+    announce(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/v1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    listener.close()  # new connections are refused from here on
+    deadline = loop.time() + grace_s
+    while _in_flight(server) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    unfinished = _in_flight(server)
+    for end in list(open_ends):
+        end.transport.abort()
+    if relays:  # they end on the aborted connections; left to asyncio.run, they would be cancelled
+        await asyncio.wait(relays, timeout=1)
+    return unfinished
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until end of stream, which is passed on (an HTTP client that half-closes still
+    gets its answer; llama.cpp reads a closed client as one that left)."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+def _in_flight(server) -> int:
+    """Requests llama.cpp is decoding or has queued, from its own counters."""
+    gauges = dict(line.split()[:2] for line in server.handle_metrics().splitlines() if line and not line.startswith("#"))
+    return int(float(gauges.get("llamacpp:requests_processing", 0)) + float(gauges.get("llamacpp:requests_deferred", 0)))
 
 
 def served_name(model: Optional[Path]) -> str:

@@ -9,14 +9,18 @@ server, not only in our own accounting.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -180,3 +184,60 @@ def test_serve_local_writes_a_judges_file_that_points_at_it_and_stops_on_sigterm
     assert process.returncode == 0, output
     expected = f"serving SmolLM2-135M-Instruct.Q4_1.gguf at {base_url}; judges file: {judges} (Ctrl-C stops)"
     assert expected in output.splitlines()
+
+
+GRACE_S = 5.0  # llamacpp.serve's default
+
+
+def _chat(base_url: str, max_tokens: int) -> tuple[object, float]:
+    """(status code, or the error the client got; when) of one chat completion."""
+    body = json.dumps({"model": llamacpp.MODEL_NAME, "messages": [{"role": "user", "content": "Tell me a long story."}],
+                       "max_tokens": max_tokens, "ignore_eos": True}).encode()  # fmt: skip
+    request = urllib.request.Request(base_url + "/chat/completions", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=200) as response:
+            json.loads(response.read())
+            return response.status, time.monotonic()
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as error:
+        return error, time.monotonic()
+
+
+def test_sigterm_lets_a_short_generation_finish_and_hangs_up_on_a_long_one(tmp_path):
+    """SIGTERM with a generation in flight closed the port and left that request unanswered; the
+    process exited only when its client gave up (200 s)."""
+    ready = tmp_path / "url"
+    command = [sys.executable, "-m", "synpref", "judges", "serve-local", "--port", "0", "--parallel", "2",
+               "--context", "4096", "--ready-file", str(ready)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        base_url = ready.read_text()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            short, long = pool.submit(_chat, base_url, 10), pool.submit(_chat, base_url, 4000)  # a second; minutes
+            while _processing(base_url) < 2:
+                assert time.monotonic() < deadline, "the requests did not start"
+                time.sleep(0.05)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(ConnectionRefusedError):  # no new request once stopping
+                socket.create_connection(("127.0.0.1", int(base_url.rsplit(":", 1)[1].removesuffix("/v1"))), timeout=2)
+            (short_outcome, _), (long_outcome, long_at) = short.result(timeout=GRACE_S + 3), long.result(timeout=GRACE_S + 3)
+        output, _ = process.communicate(timeout=GRACE_S + 3 - (time.monotonic() - signalled))
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert short_outcome == 200, output
+    assert isinstance(long_outcome, (ConnectionError, http.client.RemoteDisconnected, urllib.error.URLError)), long_outcome
+    assert GRACE_S <= long_at - signalled < GRACE_S + 2
+    assert process.returncode == 0, output
+    assert "stopped with 1 request(s) unfinished after 5 s; their connections were closed" in output.splitlines()
+
+
+def _processing(base_url: str) -> float:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.split()[1]) for line in lines if line.startswith("llamacpp:requests_processing "))
