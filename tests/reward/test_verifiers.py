@@ -42,6 +42,18 @@ MATH = [
     ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", RIGHT),
     ("\\boxed{x^2}", "x*x", RIGHT),
     ("\\boxed{2x+3}", "2(x+1)", WRONG),
+    ("\\boxed{2x+1}", "1+2x", RIGHT),
+    ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}", RIGHT),
+    ("\\boxed{sqrt(2)/2}", "1/sqrt(2)", RIGHT),
+    ("\\boxed{x^2}", "x**2", RIGHT),
+    ("\\boxed{x^2}", "x^3", WRONG),
+    ("\\boxed{2^{n+1}}", "2 \\cdot 2^n", RIGHT),
+    ("\\boxed{\\sqrt{x^2}}", "x", WRONG),  # not for negative x
+    ("\\boxed{\\frac{\\pi}{2}}", "0.5\\pi", RIGHT),
+    ("\\boxed{2^{10}}", "1024", RIGHT),
+    ("\\boxed{0.3333333333}", "\\frac{1}{3}", RIGHT),  # within a relative 1e-9
+    ("\\boxed{6.02e23}", "6.02 \\times 10^{23}", RIGHT),
+    ("\\boxed{03}", "3", RIGHT),
     # empty, garbage and hostile answers
     ("", "5", NONE),
     ("   ", "5", NONE),
