@@ -526,6 +526,7 @@ def serve(options: ServeOptions) -> None:
 
     from synpref.rm.scorer import RewardScorer
     from synpref.serve.app import create_app
+    from synpref.serve.limits import auth_summary
     from synpref.serve.server import run, run_workers
 
     keys = options.api_keys + [k for k in os.environ.get("SYNPREF_API_KEYS", "").split(",") if k]
@@ -541,6 +542,7 @@ def serve(options: ServeOptions) -> None:
     mode = f"{workers} HTTP worker process(es) + model owner" if workers else "one process"
     console.print(f"serving {model} on http://{host}:{port} ({'API keys required' if keys else 'no API keys'}; "
                   f"{mode}; {threads or 'GPU'} model threads)")  # fmt: skip
+    console.print(auth_summary(keys, config.keyless_clients), markup=False, soft_wrap=True)
     if workers:
         run_workers(scorer, config, host=host, port=port, workers=workers, model_name=model)
     else:

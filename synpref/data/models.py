@@ -13,18 +13,64 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
 SPLITS = ("pool", "gold", "silver", "discarded", "flipped")
 Split = Literal["pool", "gold", "silver", "discarded", "flipped"]
 
 
+# OpenAI content-part types that hold text (chat completions; the Responses API's two names).
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+
+
+class ContentPartError(ValueError):
+    """A list of content parts that is not all text: `where` is the part ("[1]", "[0].text")."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.where, self.reason = where, reason
+
+
+def join_text_parts(parts: list) -> str:
+    """OpenAI-style content parts, `[{"type": "text", "text": ...}, ...]`, as one text.
+
+    Text parts are joined with a newline, as vLLM joins them when it renders a chat. A reward
+    model here reads text only, so an image, audio or file part is refused rather than scored
+    without it."""
+    texts = []
+    for index, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in TEXT_PART_TYPES:
+            found = f"a part of type {kind!r}" if isinstance(kind, str) else f"a {type(part).__name__} without a type"
+            raise ContentPartError(f"[{index}]", f"{found}: only text parts ({', '.join(TEXT_PART_TYPES)}) can be read")
+        if not isinstance(part.get("text"), str):
+            text = part.get("text")
+            raise ContentPartError(f"[{index}].text", f"expected a string, got {'null' if text is None else type(text).__name__}")
+        texts.append(part["text"])
+    if not texts:
+        raise ContentPartError("", "an empty list of content parts")
+    return "\n".join(texts)
+
+
 class Message(BaseModel):
+    """A turn. `content` may arrive as OpenAI content parts (the clients' real payloads); it is
+    held as their joined text, so a conversation reads the same whichever shape it came in."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Role
     content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _joined_parts(cls, content: Any) -> Any:
+        if not isinstance(content, list):
+            return content
+        try:
+            return join_text_parts(content)
+        except ContentPartError as error:  # pydantic names the field; the part follows it
+            raise ValueError(f"content{error.where}: {error.reason}" if error.where else error.reason) from None
 
 
 class Reference(BaseModel):

@@ -11,7 +11,15 @@ import json
 import re
 from typing import Any, ClassVar
 
-from synpref.data.models import REFERENCE_META_KEY, Message, PreferencePair, Reference, pair_id
+from synpref.data.models import (
+    REFERENCE_META_KEY,
+    ContentPartError,
+    Message,
+    PreferencePair,
+    Reference,
+    join_text_parts,
+    pair_id,
+)
 from synpref.data.sources import Unreadable
 from synpref.errors import RecordError, SynprefError
 from synpref.registry import Registry
@@ -315,28 +323,12 @@ def _message(value: Any, field: str) -> Message:
     return Message(role=_ROLE_ALIASES[role.lower()], content=content)
 
 
-# OpenAI content-part types that hold text (chat completions; the Responses API's two names).
-TEXT_PART_TYPES = ("text", "input_text", "output_text")
-
-
 def _text_parts(parts: list, field: str) -> str:
-    """OpenAI-style content parts, `[{"type": "text", "text": ...}, ...]`, as one text.
-
-    Text parts are joined with a newline, as vLLM joins them when it renders a chat. A reward
-    model here reads text only, so a record with an image, audio or file part is refused (and
-    quarantined) rather than scored without it."""
-    texts = []
-    for index, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in TEXT_PART_TYPES:
-            found = f"a part of type {kind!r}" if isinstance(kind, str) else f"a {_kind(part)} without a type"
-            raise RecordError(f"{field}[{index}]", f"{found}: only text parts ({', '.join(TEXT_PART_TYPES)}) can be read")
-        if not isinstance(part.get("text"), str):
-            raise RecordError(f"{field}[{index}].text", f"expected a string, got {_kind(part.get('text'))}")
-        texts.append(part["text"])
-    if not texts:
-        raise RecordError(field, "an empty list of content parts")
-    return "\n".join(texts)
+    """Content parts as one text (`join_text_parts`); a non-text part is this record's error."""
+    try:
+        return join_text_parts(parts)
+    except ContentPartError as error:
+        raise RecordError(f"{field}{error.where}", error.reason) from None
 
 
 def _messages(value: Any, field: str) -> list[Message]:

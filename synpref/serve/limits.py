@@ -167,6 +167,23 @@ def key_accepted(headers: Sequence[tuple[bytes, bytes]], keys: Sequence[bytes]) 
     return scheme.lower() == b"bearer" and any(hmac.compare_digest(key, k) for k in keys)
 
 
+# What a client without a key needs to know: trainers log the body of a refused request.
+UNAUTHORIZED = (
+    "missing or wrong API key: send the header 'Authorization: Bearer <key>'; clients that cannot send "
+    "one (OpenRLHF, veRL) are let in by address when the server runs with --keyless-client NETWORK "
+    "(e.g. --keyless-client 10.0.0.0/8)"
+)
+
+
+def auth_summary(keys: Sequence[str], keyless_clients: Sequence[str], open_paths: tuple[str, ...] = ("/health",)) -> str:
+    """One line for the startup log: which routes need a key, and who is let in without one."""
+    if not keys:
+        return "no API keys: every route is open to any client that can reach this address"
+    keyless = ", ".join(keyless_clients) if keyless_clients else "none (add --keyless-client NETWORK for OpenRLHF or veRL)"
+    return (f"API keys required (Authorization: Bearer) on every route but {', '.join(open_paths)}; "
+            f"keyless clients: {keyless}")  # fmt: skip
+
+
 class RequireKey:
     """ASGI middleware: 401 on every path but `open_paths` unless the request carries a key or
     comes from an address in `keyless_clients` (networks such as "10.0.0.0/8").
@@ -185,7 +202,7 @@ class RequireKey:
             return await self.app(scope, receive, send)
         if self._keyless(scope.get("client")):
             return await self.app(scope, receive, send)
-        await send_json(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+        await send_json(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
 
 
     def _keyless(self, client) -> bool:

@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 from synpref.data.models import Message  # noqa: E402
 from synpref.serve.app import create_app  # noqa: E402
 from synpref.serve.config import ServeConfig  # noqa: E402
+from synpref.serve.limits import UNAUTHORIZED  # noqa: E402
 from tests.conftest import live_server  # noqa: E402
 
 MAX_LENGTH = 64
@@ -141,7 +142,7 @@ def test_api_keys(scorer):
         wrong = httpx.post(f"{base}/v1/score", json=body, headers={"Authorization": "Bearer nope"})
         right = httpx.post(f"{base}/v1/score", json=body, headers={"Authorization": "Bearer s3cret"})
         assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
-        assert missing.json()["detail"] == "missing or wrong API key"
+        assert missing.json()["detail"] == UNAUTHORIZED
         assert missing.headers["www-authenticate"] == "Bearer"
         assert httpx.get(f"{base}/health").status_code == 200
 
