@@ -62,9 +62,11 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the process that started it dies, even while it
-    is stuck in C code (a stuck worker would otherwise spin on after a crash of the server)."""
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when the thread that started it ends, even while it is
+    stuck in C code (a stuck worker would otherwise spin on after a crash of the server). So a
+    process that calls this must be started from a thread that lives as long as its parent
+    (`_spawn`), never from a pool thread that may end when idle."""
     try:
         import ctypes
         import signal
@@ -92,7 +94,7 @@ def _worker_main(requests: Connection, results: Connection, clock: mmap.mmap, me
     """Verify batches until the requests pipe closes; the first message is the reward spec."""
     from synpref.reward.verifiers import get_verifier
 
-    _die_with_parent()
+    die_with_parent()
     spec = RewardSpec.model_validate_json(requests.recv_bytes())
     verifiers = {name: get_verifier(task.verifier, task.options) for name, task in spec.tasks.items() if task.verifier}
     _limit_memory(memory_mb)
@@ -115,6 +117,21 @@ def _worker_main(requests: Connection, results: Connection, clock: mmap.mmap, me
             return  # a worker that ran out of memory may be left fragmented: start afresh
 
 
+_SPAWNER = None  # one thread that starts every worker and lives as long as this process
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawn(command: list[str], fds: tuple[int, ...]) -> subprocess.Popen:
+    global _SPAWNER
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="synpref-verifier-spawner")
+    # Its own session: a Ctrl-C in the terminal reaches the server, which stops its workers.
+    return _SPAWNER.submit(subprocess.Popen, command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True).result()
+
+
 class _Worker:
     """One verifier process, its two pipes and its clock page."""
 
@@ -127,8 +144,7 @@ class _Worker:
         result_read, result_write = os.pipe()
         fds = (request_read, result_write, self._clock_file.fileno())
         command = [sys.executable, "-m", "synpref.reward.sandbox", *map(str, fds), str(memory_mb)]
-        # Its own session: a Ctrl-C in the terminal reaches the server, which stops its workers.
-        self.process = subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = _spawn(command, fds)
         os.close(request_read)
         os.close(result_write)
         self.requests = Connection(request_write, readable=False)

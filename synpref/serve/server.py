@@ -124,6 +124,10 @@ def _worker(sockets, owner: str, formatter, token_budget: int | None, config, mo
 
     import uvicorn
 
+    from synpref.reward.sandbox import die_with_parent
+
+    die_with_parent()  # a killed owner (SIGKILL, OOM) takes its HTTP workers with it
+
     from synpref.serve.app import create_app
     from synpref.serve.model import RemoteModel
 

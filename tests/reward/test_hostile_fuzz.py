@@ -259,3 +259,21 @@ def test_reward_score_refuses_an_outside_ref_without_a_traceback(tmp_path, ref_t
     assert (out.returncode, out.stderr.splitlines()[-1]) == (2, "error: line 1: $ref to an outside URI is not allowed: file:///etc/passwd")
     assert "Traceback" not in out.stderr + out.stdout
     assert Counting.hits == []
+
+
+def test_a_killed_server_leaves_no_process_behind(tmp_path):
+    """SIGKILL of the model owner (as the kernel's OOM killer sends it): its HTTP worker and that
+    worker's verifier processes end with it."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    options = ["--model", "minilm-l6", "--reward-spec", str(tmp_path / "spec.yaml"), "--workers", "1"]
+    from tests.conftest import serve_process
+
+    with serve_process(options, tmp_path / "serve.log") as base:
+        httpx.get(f"{base}/health", timeout=5)
+        owner = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "spec.yaml") in " ".join(p.info["cmdline"] or [])
+                     and "serve" in (p.info["cmdline"] or []))  # fmt: skip
+        tree = owner.children(recursive=True)
+        assert sum("synpref.reward.sandbox" in " ".join(p.cmdline()) for p in tree) == WORKERS + 1
+        owner.kill()
+        gone, alive = psutil.wait_procs(tree, timeout=3)
+        assert alive == []

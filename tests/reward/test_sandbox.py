@@ -174,3 +174,41 @@ def test_references_json_cannot_carry_natively_still_reach_the_worker(pool):
     """NaN and integers past 64 bits are valid in a Python JSON body; the pool's messages carry them."""
     verdicts = pool.verify([("regex", "n 123", "\\d+"), ("math", f"\\boxed{{{2**70}}}", 2**70), ("math", "\\boxed{1}", math.nan)])
     assert [v.outcome.value for v in verdicts] == ["correct", "correct", "incorrect"]
+
+
+def test_workers_outlive_the_thread_that_started_them_and_die_with_the_process(tmp_path):
+    """A server replaces workers from short-lived pool threads; the kernel's parent-death signal
+    follows the starting thread, so workers are started from one long-lived thread instead."""
+    pool = VerifierPool(RewardSpec.model_validate(SPEC))
+    try:
+        starter = threading.Thread(target=pool.verify, args=([("regex", "x", "x")],))
+        starter.start()
+        starter.join(30)
+        time.sleep(0.5)
+        assert [w.alive() for w in pool._workers] == [True]
+        assert outcomes(pool.verify([("regex", "y", "y")])) == [("correct", "matches y")] and pool.replaced == 0
+    finally:
+        pool.close()
+    program = (
+        "import sys, threading, time\nfrom synpref.reward.sandbox import VerifierPool\nfrom synpref.reward.spec import RewardSpec\n"
+        f"pool = VerifierPool(RewardSpec.model_validate({ {**SPEC, 'limits': {'time_s': 60.0}} !r}))\n"
+        f"threading.Thread(target=pool.verify, args=([('regex', {EVIL[0]!r}, {EVIL[1]!r})],), daemon=True).start()\n"
+        "time.sleep(2)\nprint(*[w.process.pid for w in pool._workers], flush=True)\ntime.sleep(60)\n"
+    )  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(pids) == 1
+    parent.kill()  # SIGKILL: no close(), no atexit
+    parent.wait(10)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and _running(pids[0]):
+        time.sleep(0.05)
+    assert not _running(pids[0])  # stuck in the regex, and still gone with its parent
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
