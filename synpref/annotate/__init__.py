@@ -10,6 +10,8 @@
     store.py       append-only result logs (JSONL) and their Parquet snapshots
     runner.py      `run_job`: resumable, bounded-concurrency execution of a task
     judge_agreement.py  agreement with human gold labels, between judges, and position bias
+    verifier_judge.py   `backend: verifier`: pairwise verdicts from a pair's reference answer,
+                        checked by synpref.reward's rule verifiers in worker processes
 
 Importing this package does not import openai or torch; the backends do when they start.
 """

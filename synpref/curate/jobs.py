@@ -86,7 +86,8 @@ class ScoreJob:
 
 @dataclass
 class JudgeJob:
-    """LLM verdicts for the shard's pairs in `selected` (those below the band, within budget)."""
+    """The judges' verdicts for the shard's pairs in `selected` (those below the band, within
+    budget), with which kind decided each (verifier | llm | "")."""
 
     workspace_root: str
     job: dict[str, Any]
@@ -109,5 +110,6 @@ class JudgeJob:
             "id": pa.array(ids, pa.string()),
             "llm_verdict": pa.array([verdicts.get(i, ("unsure", 0.0))[0] for i in ids], pa.string()),
             "llm_agreement": pa.array([verdicts.get(i, ("unsure", 0.0))[1] for i in ids], pa.float64()),
+            "decided_by": pa.array([verdicts[i].decided_by if i in verdicts else "" for i in ids], pa.string()),
         })
         write_table_atomic(pq, table, target)

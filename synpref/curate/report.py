@@ -64,12 +64,15 @@ def write_report(workspace, output: Path | None = None) -> Path:
 def markdown_report(figures: dict[str, Any], plots: list[str]) -> str:
     lines = ["# Curation report", ""]
     if figures["stage1"]:
-        lines += ["## Stage 1", "", "| iteration | silver trained on | gold accuracy | mean gold p | retrieved | judged chosen / rejected / unsure | added to silver | judge agreement | seconds |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["## Stage 1", "", "| iteration | silver trained on | gold accuracy | mean gold p | retrieved | judged chosen / rejected / unsure "
+                  "| added to silver | by verifier / LLM judges / humans | sent to humans | judge agreement | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in figures["stage1"]:
             judged = s["judged"]
+            added = s.get("added_by", {"verifier": 0, "llm": s["added_to_silver"], "human": 0})  # before verifiers and humans
             lines.append(f"| {s['iteration']} | {s['silver_trained_on']} | {s['gold_accuracy']:.3f} | {s['gold_p_mean']:.3f} | {s['retrieved']} | "
-                         f"{judged['chosen']} / {judged['rejected']} / {judged['unsure']} | {s['added_to_silver']} | {s['judge_agreement_mean']:.3f} | {s['seconds']} |")
+                         f"{judged['chosen']} / {judged['rejected']} / {judged['unsure']} | {s['added_to_silver']} | "
+                         f"{added['verifier']} / {added['llm']} / {added['human']} | {s.get('sent_to_humans', 0)} | {s['judge_agreement_mean']:.3f} | {s['seconds']} |")
         lines.append("")
     stage2 = figures["stage2"]
     if stage2:

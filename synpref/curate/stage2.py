@@ -178,9 +178,11 @@ def _write_decisions(workspace, config: CurateConfig, scores, judgments, started
             "annotated": judged is not None, "best_p": score["best_p"], "gold_p": score["gold_p"],
             "best_p_out_of_fold": score.get("best_p_out_of_fold", False),
             "llm_verdict": verdict, "llm_agreement": judged["llm_agreement"] if judged else None,
+            "decided_by": (judged.get("decided_by") or None) if judged else None,  # verifier | llm: which judge kind said it
         })
     schema = pa.schema([("id", pa.string()), ("action", pa.string()), ("reason", pa.string()), ("annotated", pa.bool_()),
-                        ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64())])
+                        ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64()),
+                        ("decided_by", pa.string())])
     write_table_atomic(pq, pa.Table.from_pylist(rows, schema=schema), workspace.decisions_file)
     counts = {action: sum(r["action"] == action for r in rows) for action in ("keep", "discard", "flip")}
     summary = {"pairs": len(rows), **counts, "annotated": sum(r["annotated"] for r in rows),
