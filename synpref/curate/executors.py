@@ -5,6 +5,10 @@ rename). An output that exists is finished work: a killed run, rerun, skips it. 
 object runs in this process (default) or as `ray.data` `map_batches` tasks, one shard per
 batch, on a local Ray runtime or the cluster named by RAY_ADDRESS. On a cluster the
 workspace must be on storage every node sees (NFS, a mounted bucket).
+
+On Ray each actor asks for one CPU and, when its job's model runs on CUDA, a GPU or a fraction
+of one (`shard_gpus`); the actor lives across shards, so a job that loads its model on first
+use loads it once per actor, not once per shard.
 """
 
 from __future__ import annotations
@@ -65,19 +69,38 @@ def pending(inputs: list[Path], output_dir: Path) -> list[tuple[Path, Path]]:
     return [(source, target) for source, target in pairs if not target.is_file()]
 
 
-def run_shards(job: Callable[[Path, Path], None], inputs: list[Path], output_dir: Path, *, executor: str = "local", workers: int = 2) -> int:
-    """Run `job(input, output)` for every unfinished shard; returns how many ran."""
+def run_shards(
+    job: Callable[[Path, Path], None], inputs: list[Path], output_dir: Path, *,
+    executor: str = "local", workers: int = 2, gpus_per_shard: float | None = None,
+) -> int:
+    """Run `job(input, output)` for every unfinished shard; returns how many ran.
+
+    `gpus_per_shard` (Ray only) overrides what `shard_gpus(job)` would ask for.
+    """
     todo = pending(inputs, output_dir)
     if not todo:
         return 0
     if executor == "ray":
-        _run_on_ray(job, todo, workers)
+        gpus = shard_gpus(job) if gpus_per_shard is None else gpus_per_shard
+        _run_on_ray(job, todo, workers, gpus)
     else:
         from tqdm.auto import tqdm
 
         for source, target in tqdm(todo, desc=getattr(job, "name", "shards"), disable=len(todo) < 4):
             job(source, target)
     return len(todo)
+
+
+def shard_gpus(job: Any) -> float:
+    """GPUs one Ray actor of `job` asks for: the job's `gpus` attribute when it has one, else 1
+    when its `device` is CUDA, else 0.
+
+    A fraction (0.5) puts two actors on one GPU: worth it when a model fills half its memory.
+    """
+    gpus = getattr(job, "gpus", None)
+    if gpus is not None:
+        return float(gpus)
+    return 1.0 if str(getattr(job, "device", "") or "").startswith("cuda") else 0.0
 
 
 class _RayShardTask:
@@ -92,7 +115,7 @@ class _RayShardTask:
         return {"output": list(batch["output"])}
 
 
-def _run_on_ray(job: Callable[[Path, Path], None], todo: list[tuple[Path, Path]], workers: int) -> None:
+def _run_on_ray(job: Callable[[Path, Path], None], todo: list[tuple[Path, Path]], workers: int, gpus: float) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -102,7 +125,7 @@ def _run_on_ray(job: Callable[[Path, Path], None], todo: list[tuple[Path, Path]]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     results = dataset.map_batches(
         _RayShardTask, fn_constructor_args=(job,), batch_size=1, batch_format="numpy",
-        concurrency=min(workers, len(items)), num_cpus=1,
+        concurrency=min(workers, len(items)), num_cpus=1, num_gpus=gpus,
     ).take_all()
     missing = [target for _, target in todo if not target.is_file()]
     if len(results) != len(todo) or missing:
