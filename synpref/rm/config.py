@@ -55,9 +55,11 @@ class TrainConfig:
     head_only: bool = option(False, "freeze the backbone: cache its features once per input and fit a Bradley-Terry head on them in seconds (CPU-sized; see synpref/rm/head.py)")
     l2: Optional[float] = option(None, "head-only: L2 strength of the head (default: the best of a grid on --gold)")
     feature_cache: Optional[str] = option(None, "head-only: feature cache folder (default: WORKSPACE/cache/features when --data is a workspace, else ~/.cache/synpref/features)")
+    token_cache: Optional[str] = option(None, "tokenized-pair cache folder, shared by reruns and by every process of a launch (default: WORKSPACE/cache/tokens when --data is a workspace, else ~/.cache/synpref/tokens)")
 
-    def validate(self) -> TrainConfig:
-        if not self.data:
+    def validate(self, *, pairs_given: bool = False) -> TrainConfig:
+        """Check the options; `pairs_given`: the caller hands `train` its pairs, so no --data."""
+        if not self.data and not pairs_given:
             raise SynprefError("train: --data is required")
         if not self.output:
             raise SynprefError("train: --output is required")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from synpref.data.models import PreferencePair
@@ -17,15 +17,20 @@ MEGABATCH_FACTOR = 50
 
 def load_pairs(spec: str | Path, split: str | None = None) -> list[PreferencePair]:
     """Pairs from a workspace directory (optionally one split) or a file in any known format."""
+    return list(iter_pairs(spec, split))
+
+
+def iter_pairs(spec: str | Path, split: str | None = None) -> Iterator[PreferencePair]:
+    """The pairs of `load_pairs`, read as they are needed (a workspace in record batches)."""
     path = Path(spec)
     if path.is_dir() and (path / "synpref.yaml").is_file():
         from synpref.data.workspace import Workspace
 
-        return [pair for _, pair in Workspace(path).iter_pairs(split)]
+        return (pair for _, pair in Workspace(path).iter_pairs(split))
     return _read_file(str(spec))
 
 
-def _read_file(spec: str) -> list[PreferencePair]:
+def _read_file(spec: str) -> Iterator[PreferencePair]:
     import orjson
 
     from synpref.data.readers import detect_format, get_reader
@@ -33,16 +38,17 @@ def _read_file(spec: str) -> list[PreferencePair]:
 
     source = open_source(spec)
     reader = get_reader(detect_format(sample_records(source), spec))
-    pairs = []
+    count = 0
     for number, payload in source.items():
         try:
             record = orjson.loads(payload) if isinstance(payload, bytes) else payload
-            pairs.append(reader.to_pair(record, source.name))
+            pair = reader.to_pair(record, source.name)
         except (RecordError, orjson.JSONDecodeError) as error:
             raise SynprefError(f"{spec}, {source.unit} {number}: {error}") from None
-    if not pairs:
+        count += 1
+        yield pair
+    if not count:
         raise SynprefError(f"{spec}: no preference pairs")
-    return pairs
 
 
 def encode_pairs(

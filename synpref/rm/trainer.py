@@ -13,6 +13,9 @@ The data order of each epoch is a pure function of (seed, epoch), so the data po
 just the step count. With P processes, each optimizer step sees P x batch_size x
 gradient_accumulation_steps pairs: every global micro-batch is built once and split by rank,
 so 2 processes with batch 4 see exactly the batches of 1 process with batch 8.
+
+Pairs are tokenized once into a memory-mapped Arrow file (`synpref.rm.token_cache`) that the
+main process builds and every process opens; each process reads only the rows of its share.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from synpref.errors import SynprefError
 from synpref.rm.config import TrainConfig, save_resolved_config
-from synpref.rm.data import encode_pairs, epoch_batches, load_pairs
+from synpref.rm.data import epoch_batches, load_pairs
 from synpref.rm.formatting import RewardFormatter
 from synpref.rm.loss import bradley_terry_loss, pair_metrics
 from synpref.rm.precision import MasterWeights
@@ -53,16 +56,22 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Run training as configured; returns the summary also written to training_summary.json."""
+def train(config: TrainConfig, pairs: Any = None) -> dict[str, Any]:
+    """Run training as configured; returns the summary also written to training_summary.json.
+
+    `pairs`, when given, replaces `config.data`: a `pyarrow.Table`, a `pyarrow.dataset.Dataset`
+    or an iterable of record batches with the workspace's pair columns (see `pair_chunks`).
+    """
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from synpref.rm.models import load_reward_model
 
-    config.validate()
+    config.validate(pairs_given=pairs is not None)
     if config.head_only:
+        if pairs is not None:
+            raise SynprefError("train: --head-only reads its pairs from --data")
         return train_head_only(config)
     output = Path(config.output)
     # bf16 is ours (master weights, or autocast entered here), so that one process can train
@@ -86,11 +95,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     formatter = RewardFormatter(tokenizer, max_length=config.max_length)
-    encoded = encode_pairs(load_pairs(config.data, config.split), formatter)
+    encoded = _token_cache(config, pairs, formatter, accelerator)
     gold = _load_gold(config.gold)
 
     global_batch = config.batch_size * accelerator.num_processes
-    lengths = [max(len(chosen), len(rejected)) for chosen, rejected in encoded]
+    lengths = encoded.lengths()
     steps_per_epoch = len(encoded) // global_batch // config.gradient_accumulation_steps
     if steps_per_epoch == 0:
         raise SynprefError(f"{len(encoded)} pairs are fewer than one optimizer step's worth")
@@ -154,6 +163,29 @@ def train_head_only(config: TrainConfig) -> dict[str, Any]:
     spec = FeatureSpec(config.model, config.max_length)
     return fit_head_model(load_pairs(config.data, config.split), output, spec, feature_cache_root(config),
                           gold=_load_gold(config.gold), l2=config.l2)
+
+
+def _token_cache(config: TrainConfig, pairs: Any, formatter: RewardFormatter, accelerator: Any):
+    """The tokenized pairs: each node's main process builds the cache while the others wait, then
+    every process maps the same file."""
+    from synpref.rm.token_cache import open_token_cache
+
+    # Pairs handed over in memory have no identity to name a shared file after: the run's own.
+    root = token_cache_root(config) if pairs is None or config.token_cache else Path(config.output) / "token-cache"
+    with accelerator.local_main_process_first():
+        return open_token_cache(root, config.data if pairs is None else pairs, config.split, formatter,
+                                build=accelerator.is_local_main_process)
+
+
+def token_cache_root(config: TrainConfig) -> Path:
+    from synpref.rm.models import cache_dir
+
+    if config.token_cache:
+        return Path(config.token_cache)
+    data = Path(config.data)
+    if config.data and data.is_dir() and (data / "synpref.yaml").is_file():
+        return data / "cache" / "tokens"
+    return cache_dir() / "tokens"
 
 
 def pair_rewards(model, pairs, *, packing: str, pad_token_id: int, separator: int | None, device):
@@ -321,7 +353,7 @@ class _Run:
 
     def _rewards(self, batch: list[int], encoded):
         """Chosen and rejected of a batch in one forward pass; rewards in fp32."""
-        pairs = [encoded[i] for i in batch]
+        pairs = encoded.pairs(batch)
         return pair_rewards(self.model, pairs, packing=self.config.packing, pad_token_id=self.tokenizer.pad_token_id,
                             separator=self.separator, device=self.accelerator.device)
 
