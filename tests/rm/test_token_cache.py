@@ -140,7 +140,7 @@ def test_training_on_arrow_pairs_equals_training_on_the_file(tmp_path, tiny_llam
 
 RECORDING_TRAIN = textwrap.dedent('''
     """Train as `synpref train` would, recording the pair rows this process reads and its peak RSS."""
-    import json, os, resource, sys
+    import json, os, sys
     from synpref.rm.config import TrainConfig
     from synpref.rm import token_cache
     from synpref.rm.trainer import train
@@ -157,7 +157,9 @@ RECORDING_TRAIN = textwrap.dedent('''
                          learning_rate=1e-3, log_every=1, tensorboard=False, token_cache=cache)
     summary = train(config)
     rank = int(os.environ.get("RANK", 0))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: getrusage's maxrss carries the launching process's peak over fork and exec.
+    status = open("/proc/self/status").read().splitlines()
+    peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024
     with open(os.path.join(output, f"read-{rank}.json"), "w") as file:
         json.dump({"read": read, "peak_rss": peak, "processes": summary["processes"]}, file)
 ''')
