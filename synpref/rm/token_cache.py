@@ -15,9 +15,9 @@ Chat models keep the last `max_length` ids, encoders truncate the longer text of
 The file is named after what determines its content: the data (a workspace's shard names,
 sizes and times, or a file's path, size and time, plus the split), the tokenizer (name,
 class and a hash of its vocabulary and rules), the chat template and the max length. Reruns and
-every process of a launch open the same file; `synpref train` builds it in the main process
-while the others wait. Data given as Arrow tables or record batches has no such identity: it
-is tokenized again on every run, into `token_cache_path(None, ...)`.
+every process of a launch open the same file; `synpref train` builds it in each node's main
+process while the others wait. Data without such an identity (Arrow tables or record batches
+handed over in memory, a Hugging Face dataset) is tokenized again on every run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ CACHE_VERSION = 1
 # Pairs per tokenizer call and per Arrow record batch: big enough that the per-call overhead
 # vanishes, small enough that a batch of 1,024-token inputs stays a few MB.
 ENCODE_ROWS = 256
+WAIT_SECONDS = 1.0  # how often a process waiting for another's build looks for the file
 
 
 class TextPair(NamedTuple):
@@ -181,7 +183,8 @@ def token_cache_path(root: Path, source: Any, split: str | None, formatter: Rewa
     identity it is named after (None for data without one: Arrow tables and record batches)."""
     data = data_identity(source, split)
     if data is None:
-        return root / "unnamed-pairs.arrow", None
+        named = json.dumps([str(source), split]) if isinstance(source, (str, Path)) else "in-memory"
+        return root / f"unnamed-{hashlib.sha256(named.encode()).hexdigest()[:16]}.arrow", None
     identity = {"version": CACHE_VERSION, "data": data, "tokenizer": tokenizer_identity(formatter)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return root / f"pairs-{digest}.arrow", identity
@@ -225,10 +228,13 @@ def tokenizer_identity(formatter: RewardFormatter) -> dict:
     }
 
 
-def open_token_cache(root: Path, source: Any, split: str | None, formatter: RewardFormatter, *, build: bool) -> TokenCache:
-    """The cache of (`source`, `split`), built where it is missing. Data without an identity is
-    tokenized again when `build` is set; the other processes then open what the main one built."""
+def open_token_cache(root: Path, source: Any, split: str | None, formatter: RewardFormatter, *, build: bool = True) -> TokenCache:
+    """The cache of (`source`, `split`). With `build`, a missing cache is built (and one of data
+    without an identity rebuilt); without, this process waits for the builder to move the file
+    into place: polling, not a collective, whose timeout a long build would outlast."""
     path, identity = token_cache_path(root, source, split, formatter)
-    if not path.is_file() or (build and identity is None):
+    if build and (identity is None or not path.is_file()):
         build_token_cache(path, pair_chunks(source, split), formatter, identity)
+    while not path.is_file():
+        time.sleep(WAIT_SECONDS)
     return TokenCache(path)

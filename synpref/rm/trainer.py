@@ -166,15 +166,17 @@ def train_head_only(config: TrainConfig) -> dict[str, Any]:
 
 
 def _token_cache(config: TrainConfig, pairs: Any, formatter: RewardFormatter, accelerator: Any):
-    """The tokenized pairs: each node's main process builds the cache while the others wait, then
-    every process maps the same file."""
-    from synpref.rm.token_cache import open_token_cache
+    """The tokenized pairs: each node's main process builds the cache, then every process maps it."""
+    from synpref.rm.token_cache import open_token_cache, token_cache_path
 
     # Pairs handed over in memory have no identity to name a shared file after: the run's own.
     root = token_cache_root(config) if pairs is None or config.token_cache else Path(config.output) / "token-cache"
+    source, builder = config.data if pairs is None else pairs, accelerator.is_local_main_process
+    if token_cache_path(root, source, config.split, formatter)[1] is not None:
+        return open_token_cache(root, source, config.split, formatter, build=builder)  # the others poll for it
+    # Rebuilt every run: the others must not open the previous run's file before the new one is in place.
     with accelerator.local_main_process_first():
-        return open_token_cache(root, config.data if pairs is None else pairs, config.split, formatter,
-                                build=accelerator.is_local_main_process)
+        return open_token_cache(root, source, config.split, formatter, build=builder)
 
 
 def token_cache_root(config: TrainConfig) -> Path:
