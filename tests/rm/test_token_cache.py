@@ -130,6 +130,10 @@ def test_arrow_pairs_read_like_a_file(tmp_path):
     assert [p.chosen.content for p in from_table] == [r["chosen"]["content"] for r in records]
     gold = [p for chunk in pair_chunks(table.to_batches(max_chunksize=4), "gold") for p in chunk]
     assert [p.rejected.content for p in gold] == [r["rejected"]["content"] for r in records[1::2]]
+    import pyarrow.dataset as ds
+
+    from_dataset = [p for chunk in pair_chunks(ds.dataset(table), "pool") for p in chunk]
+    assert [p.chosen.content for p in from_dataset] == [r["chosen"]["content"] for r in records[0::2]]
 
 
 def load_weights(directory: Path) -> dict:
