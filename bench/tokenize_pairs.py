@@ -7,8 +7,8 @@ neither inherits the other's BPE cache), same max length. Reported, pairs/s of:
 - end to end from the file: `load_pairs` + `encode_pairs` (the old training path: every pair
   and every token list in memory) against `build_token_cache` (pairs read as needed, one Arrow
   record batch written at a time), each in its own child process with its peak RSS.
-With --memory N [N ...], a child process builds the cache of N pairs (the pool read again as
-often as needed) and reports its peak RSS and rate: memory stays flat as N grows.
+With --memory N [N ...], a child process builds the cache of N pairs (the pool file read again
+as often as needed) and reports its peak RSS and rate: memory stays flat as N grows.
 
     python bench/tokenize_pairs.py [--pairs 5000] [--max-length 1024] [--model smollm2-135m]
                                    [--memory 10000 100000]
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool.jsonl.gz"
-POOL_PAIRS = 19_717
 
 
 def formatter(model: str, max_length: int):
@@ -76,8 +75,9 @@ def side_by_side(args) -> dict:
 
 
 def child(args) -> dict:
-    """One measurement in this (child) process: --path old|cache over --pairs pairs, read from
-    one JSONL file of them (above the pool's size, the cache build reads the pool again and again)."""
+    """One measurement in this (child) process over --pairs pairs: --path old (`load_pairs` +
+    `encode_pairs`) or cache (`build_token_cache`) reading one JSONL file of them, or stream
+    (`build_token_cache` reading the pool again and again, as many pairs as asked)."""
     from synpref.rm.token_cache import ENCODE_ROWS, TokenCache, _chunked, build_token_cache, pair_chunks
 
     import pyarrow  # noqa: F401  (imported, like the tokenizer loaded, before the clock starts)
@@ -85,15 +85,16 @@ def child(args) -> dict:
     tokenizing = formatter(args.model, args.max_length)
     with tempfile.TemporaryDirectory() as directory:
         sample = Path(directory) / "pairs.jsonl"
-        if args.pairs <= POOL_PAIRS:
-            sample.write_text("".join(p.model_dump_json() + "\n" for p in pool_pairs(args.pairs)))
+        if args.path != "stream":
+            with open(sample, "w") as file:  # line by line: the sample is never in memory whole
+                file.writelines(p.model_dump_json() + "\n" for p in pool_pairs(args.pairs))
         started = time.perf_counter()
         if args.path == "old":
             from synpref.rm.data import encode_pairs, load_pairs
 
             encode_pairs(load_pairs(str(sample)), tokenizing)
         else:
-            chunks = pair_chunks(str(sample)) if sample.is_file() else _chunked(pool_pairs(args.pairs), ENCODE_ROWS)
+            chunks = pair_chunks(str(sample)) if args.path == "cache" else _chunked(pool_pairs(args.pairs), ENCODE_ROWS)
             path = build_token_cache(Path(directory) / "pairs.arrow", chunks, tokenizing)
             assert len(TokenCache(path)) == args.pairs
         seconds = time.perf_counter() - started
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--memory", type=int, nargs="*", default=[], help="cache builds of these many pairs: peak RSS")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--path", choices=["old", "cache"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=["old", "cache", "stream"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
@@ -128,7 +129,7 @@ def main() -> None:
           f"{old['peak_rss_mib']:.0f} MiB; cache build {cache['pairs_per_second']:.0f} pairs/s, peak RSS "
           f"{cache['peak_rss_mib']:.0f} MiB; ratio {cache['pairs_per_second'] / old['pairs_per_second']:.2f}x")
     for count in args.memory:
-        built = run_child(args, "cache", count)
+        built = run_child(args, "stream", count)
         print(f"cache build of {count:,} pairs: {built['pairs_per_second']:.0f} pairs/s, peak RSS {built['peak_rss_mib']:.0f} MiB")
 
 
