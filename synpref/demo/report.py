@@ -45,7 +45,8 @@ def _ablation(result: dict[str, Any], markdown) -> str:
             f"recall <b>{noise['recycled_recall']:.2f}</b>.</p>"
             f"<p>Configuration: every reward model of the loop is head-only {html.escape(result.get('loop_model', ''))} "
             "(frozen features, a Bradley-Terry head), the seed pairs the best RM trained on are scored out of fold "
-            "(5 folds), and the rule reads the gold RM and the best RM only, since no judge beat chance on gold. "
+            "(5 folds), and the rule reads the gold RM, the best RM and the judges that earned a say on gold: the verifier "
+            "judge (for pairs with a reference answer); the SmolLM2 judge, at chance, gets none. "
             "SmolLM2's last-token state tells a right sum from a wrong one; MiniLM's mean pooling does not, "
             "and with it Stage 2 turned correct sums round.</p>"
         )
