@@ -114,6 +114,7 @@ def build_compressed_index(
     index = faiss.index_factory(dimension, f"IVF{lists},PQ{pq_bytes}", faiss.METRIC_INNER_PRODUCT)
     ivfpq = faiss.downcast_index(index)
     ivfpq.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CODE
+    ivfpq.pq.cp.min_points_per_centroid = PQ_TRAIN_PER_CODE // 2  # faiss warns, once per sub-quantizer, under 39
     ivfpq.pq.cp.niter = PQ_TRAIN_ITERATIONS
     ivfpq.do_polysemous_training = False  # on by default; minutes of training for a Hamming filter we do not use
     index.train(train)

@@ -48,7 +48,7 @@ def test_ivf_pq_past_its_threshold_keeps_recall_and_reports_it(vectors):
     assert type(index).__name__ == "IndexIVFPQ" and index.ntotal == POINTS
     positions = np.random.default_rng(1).choice(POINTS, 200, replace=False)
     recall = recall_at_k(index, vectors, vectors[positions], 8, query_positions=positions)
-    assert recall >= 0.8  # measured 0.87 (IVF256,PQ96, nprobe 16)
+    assert recall >= 0.8  # measured 0.863 (IVF256,PQ96, nprobe 16) on the build's own 200 queries
     assert len(logged) == 1 and logged[0].startswith("index: IVF256,PQ96 nprobe 16 over 50,000 vectors, recall@8 0.")
     assert float(logged[0].split("recall@8 ")[1].split()[0]) >= 0.8
 
