@@ -107,6 +107,8 @@ def build_compressed_index(
     import numpy as np
 
     lists = ivf_lists(count)
+    # PQ splits each vector into equal parts: the largest part count up to pq_bytes dividing d.
+    pq_bytes = next(m for m in range(min(pq_bytes, dimension), 0, -1) if dimension % m == 0)
     rng = np.random.default_rng(0)
     train_positions = np.sort(rng.choice(count, min(count, TRAIN_PER_LIST * lists), replace=False))
     query_positions = np.sort(rng.choice(count, min(count, RECALL_QUERIES), replace=False))
