@@ -43,6 +43,7 @@ _POLL_S = 0.02  # how often the caller looks at a busy worker's clock
 _FLUSH_S = 0.05  # a worker sends what it has when this long has passed since its last message
 _CLOCK = struct.Struct("dq")  # (start of the current item on CLOCK_MONOTONIC, its index)
 _MEMORY_LIMIT = "memory limit"
+_NICENESS = 10  # added to a worker's scheduling niceness (lower priority)
 
 
 class Cancelled(Exception):
@@ -95,6 +96,9 @@ def _worker_main(requests: Connection, results: Connection, clock: mmap.mmap, me
     from synpref.reward.verifiers import get_verifier
 
     die_with_parent()
+    # Below the server's priority: replies spinning a worker for its whole time limit must not
+    # slow the event loop, the tokenizer or the model that every other request needs.
+    os.nice(_NICENESS)
     spec = RewardSpec.model_validate_json(requests.recv_bytes())
     verifiers = {name: get_verifier(task.verifier, task.options) for name, task in spec.tasks.items() if task.verifier}
     _limit_memory(memory_mb)
