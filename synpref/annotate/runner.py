@@ -29,6 +29,7 @@ from synpref.annotate.tasks import (
     load_guideline,
     prompt_environment,
 )
+from synpref.annotate.verifier_judge import VerifierBackend  # noqa: F401 (registers `backend: verifier`)
 from synpref.data.models import Attributes
 from synpref.errors import SynprefError
 
