@@ -71,6 +71,13 @@ def serve_process(options: list[str], log_path: Path):
 
     Output goes to `log_path`; the process is stopped on exit.
     """
+    with served_process(options, log_path) as (base, _process):
+        yield base
+
+
+@contextmanager
+def served_process(options: list[str], log_path: Path):
+    """`serve_process`, yielding (base URL, the `subprocess.Popen`) for tests that signal it."""
     import subprocess
     import sys
 
@@ -93,7 +100,8 @@ def serve_process(options: list[str], log_path: Path):
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        yield base
+        yield base, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=30)

@@ -8,10 +8,8 @@ server within 5 s, and a local HTTP server named in `$ref` labels receives no re
 
 from __future__ import annotations
 
-import http.server
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,8 @@ import pytest
 
 pytest.importorskip("torch")
 psutil = pytest.importorskip("psutil")
+from tests.conftest import served_process  # noqa: E402
+from tests.reward.conftest import Counting  # noqa: E402
 
 TIME_S = 2.0
 WORKERS = 4
@@ -46,30 +46,6 @@ def deep(depth: int, inner) -> dict:
     for _ in range(depth):
         schema = {"type": "object", "properties": {"x": schema}}
     return schema
-
-
-class Counting(http.server.BaseHTTPRequestHandler):
-    """A `$ref` target that records every request made to it (there must be none)."""
-
-    hits: list[str] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        Counting.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"type": "string"}')
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def ref_target():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 # (name, task, reply, reference, status, rule): rule is the verifier's 0/1 on a 200, None on a 422.
@@ -141,29 +117,9 @@ def cases(ref_target: str) -> list[tuple]:
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "spec.yaml").write_text(SPEC)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log_path = folder / "serve.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "synpref", "serve", "--port", str(port), "--model", "minilm-l6", "--reward-spec", str(folder / "spec.yaml")],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, "synpref serve did not come up"
-        try:
-            httpx.get(f"{base}/health", timeout=2)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield base, process, log_path
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+    options = ["--model", "minilm-l6", "--reward-spec", str(folder / "spec.yaml")]
+    with served_process(options, folder / "serve.log") as (base, process):
+        yield base, process, folder / "serve.log"
 
 
 def request(base: str, case: tuple) -> tuple[tuple, float, httpx.Response]:
@@ -246,7 +202,6 @@ def test_hostile_verifier_inputs_against_a_live_server(server, ref_target):
 
 def test_reward_score_refuses_an_outside_ref_without_a_traceback(tmp_path, ref_target):
     """`synpref reward score` on a file whose label points `$ref` at a URL: one line, exit 2."""
-    Counting.hits.clear()
     (tmp_path / "spec.yaml").write_text(SPEC)
     line = {"prompt": "Give JSON.", "response": '"x"', "task": "json", "reference": {"$ref": "file:///etc/passwd"}}
     other = {**line, "reference": {"$ref": f"{ref_target}/x.json"}}
@@ -266,12 +221,8 @@ def test_a_killed_server_leaves_no_process_behind(tmp_path):
     worker's verifier processes end with it."""
     (tmp_path / "spec.yaml").write_text(SPEC)
     options = ["--model", "minilm-l6", "--reward-spec", str(tmp_path / "spec.yaml"), "--workers", "1"]
-    from tests.conftest import serve_process
-
-    with serve_process(options, tmp_path / "serve.log") as base:
-        httpx.get(f"{base}/health", timeout=5)
-        owner = next(p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "spec.yaml") in " ".join(p.info["cmdline"] or [])
-                     and "serve" in (p.info["cmdline"] or []))  # fmt: skip
+    with served_process(options, tmp_path / "serve.log") as (base, process):
+        owner = psutil.Process(process.pid)
         tree = owner.children(recursive=True)
         assert sum("synpref.reward.sandbox" in " ".join(p.cmdline()) for p in tree) == WORKERS + 1
         owner.kill()

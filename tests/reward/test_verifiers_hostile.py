@@ -6,9 +6,7 @@ fetched a URL named in a label, paid a reply that was no answer (NaN), or raised
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 
 import pytest
@@ -28,6 +26,7 @@ from synpref.reward.verifiers import (
     last_boxed,
     normalise_math,
 )
+from tests.reward.conftest import Counting
 
 RIGHT, WRONG, NONE = Outcome.CORRECT, Outcome.INCORRECT, Outcome.UNPARSEABLE
 BOUND_S = 0.5  # per call; the linear code takes ~10 ms on 100k characters, the old one minutes
@@ -173,32 +172,6 @@ def test_an_answer_over_the_limit_is_not_normalised():
 
 
 # ------------------------------------------------------------------ 4: $ref stays in the label
-
-
-class Counting(http.server.BaseHTTPRequestHandler):
-    """A `$ref` target that records every request it gets (it must get none)."""
-
-    hits: list[str] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        Counting.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"type": "string"}')
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def ref_target():
-    Counting.hits.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_ref_to_a_url_or_a_file_is_refused_and_fetches_nothing(ref_target):
