@@ -18,7 +18,13 @@ from synpref.data.models import Message, PreferencePair
 from synpref.rm.config import TrainConfig
 from synpref.rm.data import epoch_batches
 from synpref.rm.formatting import RewardFormatter
-from synpref.rm.token_cache import TokenCache, encode_pair_batch, open_token_cache, pair_chunks, token_cache_path
+from synpref.rm.token_cache import (
+    TokenCache,
+    encode_pair_batch,
+    open_token_cache,
+    pair_chunks,
+    token_cache_path,
+)
 
 from .conftest import arithmetic_records, write_records
 
