@@ -32,9 +32,10 @@ POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool.jsonl.gz"
 
 
 def formatter(model: str, max_length: int):
+    from transformers import AutoTokenizer
+
     from synpref.rm.formatting import RewardFormatter
     from synpref.rm.models import fix_pad_token, resolve_model_path
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
     fix_pad_token(tokenizer)
@@ -78,9 +79,15 @@ def child(args) -> dict:
     """One measurement in this (child) process over --pairs pairs: --path old (`load_pairs` +
     `encode_pairs`) or cache (`build_token_cache`) reading one JSONL file of them, or stream
     (`build_token_cache` reading the pool again and again, as many pairs as asked)."""
-    from synpref.rm.token_cache import ENCODE_ROWS, TokenCache, _chunked, build_token_cache, pair_chunks
-
     import pyarrow  # noqa: F401  (imported, like the tokenizer loaded, before the clock starts)
+
+    from synpref.rm.token_cache import (
+        ENCODE_ROWS,
+        TokenCache,
+        _chunked,
+        build_token_cache,
+        pair_chunks,
+    )
 
     tokenizing = formatter(args.model, args.max_length)
     with tempfile.TemporaryDirectory() as directory:

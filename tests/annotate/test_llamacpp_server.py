@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
@@ -167,11 +168,7 @@ def test_serve_local_writes_a_judges_file_that_points_at_it_and_stops_on_sigterm
                "--context", "512", "--judges-out", str(judges), "--ready-file", str(ready)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        base_url = ready.read_text()
+        base_url = _ready_url(process, ready)
         config = load_job_config(judges)
         judge = config.judges[0]
         assert (judge.backend, judge.model, judge.base_url, judge.api_key_env) == ("openai", llamacpp.MODEL_NAME, base_url, None)
@@ -187,6 +184,15 @@ def test_serve_local_writes_a_judges_file_that_points_at_it_and_stops_on_sigterm
 
 
 GRACE_S = 5.0  # llamacpp.serve's default
+
+
+def _ready_url(process: subprocess.Popen, ready: Path) -> str:
+    """The base URL `serve-local --ready-file` writes once its server answers."""
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    return ready.read_text()
 
 
 def _chat(base_url: str, max_tokens: int) -> tuple[object, float]:
@@ -210,11 +216,8 @@ def test_sigterm_lets_a_short_generation_finish_and_hangs_up_on_a_long_one(tmp_p
                "--context", "4096", "--ready-file", str(ready)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        base_url = _ready_url(process, ready)
         deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        base_url = ready.read_text()
         with ThreadPoolExecutor(max_workers=2) as pool:
             short, long = pool.submit(_chat, base_url, 10), pool.submit(_chat, base_url, 4000)  # a second; minutes
             while _processing(base_url) < 2:

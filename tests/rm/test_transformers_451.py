@@ -20,17 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.rm.conftest import arithmetic_records, write_records
+from tests.rm.test_rm_saving import CONVERSATIONS
 
 pytest.importorskip("torch")
 
 HERE = Path(__file__).parent
-CONVERSATIONS = [
-    [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-     {"role": "assistant", "content": "Hello there!"}, {"role": "user", "content": "Name a colour."},
-     {"role": "assistant", "content": "Blue."}],
-    [{"role": "user", "content": "Tell me a joke."}, {"role": "assistant", "content": "No."}],
-]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
