@@ -18,9 +18,11 @@ over folds; 95% intervals come from a bootstrap over held-out pairs, and the
 differences between conditions are paired (same test pairs, same resamples).
 
     runs/ablation/folds.json             gold ids per fold
-    runs/ablation/fold-K/                a fold: a view of the workspace (see FoldWorkspace)
+    runs/ablation/fold-K/                a fold: what a view of the workspace writes (`Workspace.view`:
+                                         the same store, gold limited to the fold's loop part)
       runs/stage1, runs/stage2           the loop, as `synpref curate stage1/stage2` write it
-      conditions/<name>/                 pairs.jsonl.gz, model/, heldout.json
+      conditions/<name>/                 model/, heldout.json (the training pairs are a selection of
+                                         the store: ids, gathered when the model trains)
     runs/ablation/results.json, report.md, report.html, accuracy.png
 """
 
@@ -29,10 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from synpref.curate.config import CurateConfig
 from synpref.data.models import PreferencePair
@@ -51,32 +52,6 @@ def fold_of(pair_id: str, folds: int, seed: int) -> int:
     return int.from_bytes(digest, "big") % folds
 
 
-class FoldWorkspace(Workspace):
-    """One fold: the main workspace's pairs, with gold limited to the fold's loop part.
-
-    Its own root holds the fold's runs; the LLM cache, features, embeddings and attributes are
-    the main workspace's, so no fold pays twice for what another computed.
-    """
-
-    def __init__(self, main: Workspace, root: Path, loop_gold: set[str]):
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(main.root / "synpref.yaml", root / "synpref.yaml")
-        for shared in ("cache", "annotate"):
-            (main.root / shared).mkdir(exist_ok=True)
-            if not (root / shared).exists():
-                (root / shared).symlink_to((main.root / shared).resolve(), target_is_directory=True)
-        super().__init__(root)
-        self.main, self.loop_gold = main, loop_gold
-
-    def shards(self) -> list[Path]:
-        return self.main.shards()
-
-    def iter_pairs(self, split: str | None = None):
-        for pair_split, pair in super().iter_pairs(split):
-            if pair_split != "gold" or pair.id in self.loop_gold:
-                yield pair_split, pair
-
-
 def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, seed: int = 0,
                  bench_dir: Path | None = None, resamples: int = 2000, held_out: list[PreferencePair] | None = None,
                  log=print) -> dict[str, Any]:
@@ -89,21 +64,21 @@ def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, 
     root = workspace.run_dir("ablation")
     root.mkdir(parents=True, exist_ok=True)
     gold = [p for _, p in workspace.iter_pairs("gold")]
-    pool = [p for _, p in workspace.iter_pairs("pool")]
+    pool = workspace.count("pool")
     config = config.model_copy(update={"stage2": config.stage2.model_copy(update={"scope": "all"})})
     if held_out is not None:
         log(f"ablation: all {len(gold)} gold pairs drive the loop, {len(held_out)} external pairs held out")
-        fold_results = [_run_fold(workspace, config, pool, held_out, seed, log, root / "conditions")]
+        fold_results = [_run_fold(workspace, config, held_out, seed, log, root / "conditions")]
     else:
         if len(gold) < 3 * folds or not pool:
-            raise SynprefError(f"curate ablation: needs a pool and at least {3 * folds} gold pairs (have {len(pool)} pool, {len(gold)} gold)")
-        fold_results = _run_folds(workspace, config, pool, gold, folds, seed, root, log)
+            raise SynprefError(f"curate ablation: needs a pool and at least {3 * folds} gold pairs (have {pool} pool, {len(gold)} gold)")
+        fold_results = _run_folds(workspace, config, gold, folds, seed, root, log)
     results = summarise(fold_results, resamples=resamples, seed=seed)
     results["per_source"] = per_source(fold_results)
-    results["folds"] = [{k: v for k, v in f.items() if k not in ("heldout", "decisions", "pool_sources")} for f in fold_results]
+    results["folds"] = [{k: v for k, v in f.items() if k not in ("heldout", "source_counts")} for f in fold_results]
     if bench_dir is not None:
         first = root / "conditions" if held_out is not None else root / "fold-1" / "conditions"
-        results["benchmarks"] = _benchmarks(first, workspace.root if held_out is not None else root / "fold-1", config, Path(bench_dir), log)
+        results["benchmarks"] = _benchmarks(first, workspace.root, config, Path(bench_dir), log)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (root / "results.json").write_text(json.dumps(results, indent=2))
     from synpref.curate.ablation_report import write_ablation_report
@@ -112,7 +87,7 @@ def run_ablation(workspace: Workspace, config: CurateConfig, *, folds: int = 3, 
     return results
 
 
-def _run_folds(workspace: Workspace, config: CurateConfig, pool, gold, folds: int, seed: int, root: Path, log) -> list[dict[str, Any]]:
+def _run_folds(workspace: Workspace, config: CurateConfig, gold, folds: int, seed: int, root: Path, log) -> list[dict[str, Any]]:
     """Gold split by a seeded hash of the conversation: a prompt is never on both sides."""
     assignment = {p.id: fold_of(conversation_key(p), folds, seed) for p in gold}
     (root / "folds.json").write_text(json.dumps({"folds": folds, "seed": seed, "gold": assignment}, indent=2))
@@ -121,8 +96,8 @@ def _run_folds(workspace: Workspace, config: CurateConfig, pool, gold, folds: in
         held_out = [p for p in gold if assignment[p.id] == k]
         loop_ids = {p.id for p in gold if assignment[p.id] != k}
         log(f"ablation fold {k + 1}/{folds}: {len(loop_ids)} gold pairs drive the loop, {len(held_out)} held out")
-        fold = FoldWorkspace(workspace, root / f"fold-{k + 1}", loop_ids)
-        results.append(_run_fold(fold, config, pool, held_out, seed + k, log, fold.root / "conditions"))
+        fold = workspace.view(root / f"fold-{k + 1}", loop_ids)
+        results.append(_run_fold(fold, config, held_out, seed + k, log, fold.work_root / "conditions"))
     return results
 
 
@@ -130,8 +105,7 @@ def conversation_key(pair: PreferencePair) -> str:
     return json.dumps([[m.role, m.content] for m in pair.conversation])
 
 
-def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair], held_out: list[PreferencePair], seed: int, log,
-              conditions: Path) -> dict[str, Any]:
+def _run_fold(fold: Workspace, config: CurateConfig, held_out: list[PreferencePair], seed: int, log, conditions: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from synpref.curate.stage1 import run_stage1
@@ -139,8 +113,8 @@ def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair],
 
     stage1 = run_stage1(fold, config, log=log)
     stage2 = run_stage2(fold, config, log=log)
-    decisions = {r["id"]: r for r in pq.read_table(fold.decisions_file).to_pylist()}
-    sets = condition_sets(pool, [p for _, p in fold.iter_pairs("gold")], decisions, seed)
+    decisions = pq.read_table(fold.decisions_file, columns=["id", "action", "gold_p"])
+    sets = condition_sets(fold, decisions, seed)
     heldout = {LONGER: [len(p.chosen.content) > len(p.rejected.content) for p in held_out]}
     sizes = {}
     for name in CONDITIONS:
@@ -148,44 +122,70 @@ def _run_fold(fold: Workspace, config: CurateConfig, pool: list[PreferencePair],
     gate = fold.run_dir("judge-gate") / "gating.json"
     judges = json.loads(gate.read_text()) if gate.is_file() else []
     return {"stage1": stage1, "stage2": stage2, "sizes": sizes, "heldout": heldout, "judges": judges,
-            "heldout_ids": [p.id for p in held_out], "decisions": decisions, "pool_sources": {p.id: p.source for p in pool}}
+            "heldout_ids": [p.id for p in held_out], "source_counts": source_counts(fold, decisions)}
 
 
-def condition_sets(pool: list[PreferencePair], loop_gold: list[PreferencePair], decisions: dict[str, dict], seed: int) -> dict[str, list[PreferencePair]]:
-    """The training pairs of each condition, from the pool and Stage 2's decisions."""
-    kept = [p for p in pool if decisions.get(p.id, {}).get("action") == "keep"]
-    flipped = [p.swapped() for p in pool if decisions.get(p.id, {}).get("action") == "flip"]
-    order = sorted(pool, key=lambda p: p.id)
+class Condition(NamedTuple):
+    """A condition's training pairs as a selection of the store: ids in training order, and
+    which of them train with chosen and rejected exchanged."""
+
+    ids: list[str]
+    flipped: list[str]
+
+
+def condition_sets(fold: Workspace, decisions, seed: int) -> dict[str, Condition]:
+    """The training pairs of each condition, from the pool and Stage 2's decisions (in pool order)."""
+    pool = [i for batch in fold.batches("pool", columns=["id"]) for i in batch.column("id").to_pylist()]
+    actions = dict(zip(decisions.column("id").to_pylist(), decisions.column("action").to_pylist()))
+    kept = [i for i in pool if actions.get(i) == "keep"]
+    flipped = [i for i in pool if actions.get(i) == "flip"]
+    order = sorted(pool)
     random.Random(seed).shuffle(order)
-    return {"raw": list(pool), "kept": kept, "kept+flipped": kept + flipped, "gold": list(loop_gold),
-            "random": order[: len(kept)]}
+    gold = [i for batch in fold.batches("gold", columns=["id"]) for i in batch.column("id").to_pylist()]
+    return {"raw": Condition(pool, []), "kept": Condition(kept, []), "kept+flipped": Condition(kept + flipped, flipped),
+            "gold": Condition(gold, []), "random": Condition(order[: len(kept)], [])}
 
 
-def _condition(fold: Workspace, config: CurateConfig, name: str, pairs: list[PreferencePair], held_out: list[PreferencePair],
+def source_counts(fold: Workspace, decisions) -> dict[str, dict[str, int]]:
+    """Per pool source: Stage 2's actions and how often the gold RM agrees (p > 0.5)."""
+    import pyarrow as pa
+
+    sources = pa.Table.from_batches(list(fold.batches("pool", columns=["id", "source"])))
+    joined = decisions.join(sources, "id", join_type="left outer").to_pydict()
+    counts: dict[str, dict[str, int]] = {}
+    for source, action, gold_p in zip(joined["source"], joined["action"], joined["gold_p"]):
+        row = counts.setdefault(source if source is not None else "?", {"pairs": 0, "keep": 0, "discard": 0, "flip": 0, "gold_rm_agrees": 0})
+        row["pairs"] += 1
+        row[action] += 1
+        row["gold_rm_agrees"] += gold_p > 0.5
+    return counts
+
+
+def _condition(fold: Workspace, config: CurateConfig, name: str, selection: Condition, held_out: list[PreferencePair],
                directory: Path, log) -> tuple[list[bool], int]:
     """Train the condition's RM (once) and score the held-out pairs: per pair, right or not."""
-    from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
+    from synpref.curate.training import gold_pairs, load_scorer, train_reward_model
 
     result = directory / "heldout.json"
     if result.is_file():
         saved = json.loads(result.read_text())
         return saved["correct"], saved["pairs"]
-    if not pairs:
+    if not selection.ids:
         log(f"  {name}: no training pairs; scored as chance (every held-out pair wrong)")
         return [False] * len(held_out), 0
     directory.mkdir(parents=True, exist_ok=True)
-    data = write_pairs(directory / "pairs.jsonl.gz", pairs)
+    pairs = fold.gather(selection.ids, flipped=selection.flipped)
     # Model selection sees the fold's loop gold only (never the held-out part); the gold
     # condition trains on that gold, so it selects by cross-validation on it instead.
-    gold = None if name == "gold" else str(gold_file(fold))
-    train_reward_model(config, str(data), directory / "model", gold=gold, workspace_root=fold.root)
+    gold = None if name == "gold" else gold_pairs(fold)
+    train_reward_model(config, pairs, directory / "model", gold=gold, workspace_root=fold.root)
     chosen, rejected = load_scorer(str(directory / "model"), config, fold.root).score_pairs(held_out)
     correct = [c > r for c, r in zip(chosen, rejected)]
-    log(f"  {name}: {len(pairs):,} pairs -> held-out accuracy {sum(correct) / len(correct):.4f}")
+    log(f"  {name}: {pairs.num_rows:,} pairs -> held-out accuracy {sum(correct) / len(correct):.4f}")
     tmp = result.with_name(result.name + ".tmp")
-    tmp.write_text(json.dumps({"pairs": len(pairs), "correct": correct}))
+    tmp.write_text(json.dumps({"pairs": pairs.num_rows, "correct": correct}))
     tmp.replace(result)
-    return correct, len(pairs)
+    return correct, pairs.num_rows
 
 
 def bootstrap_interval(values, resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
@@ -221,12 +221,10 @@ def per_source(fold_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per pool source, averaged over folds: kept / discarded / flipped and gold-RM agreement."""
     rows: dict[str, dict[str, float]] = {}
     for fold in fold_results:
-        sources = fold["pool_sources"]
-        for pair_id, decision in fold["decisions"].items():
-            row = rows.setdefault(sources.get(pair_id, "?"), {"pairs": 0, "keep": 0, "discard": 0, "flip": 0, "gold_rm_agrees": 0})
-            row["pairs"] += 1
-            row[decision["action"]] += 1
-            row["gold_rm_agrees"] += decision["gold_p"] > 0.5
+        for source, counts in fold["source_counts"].items():
+            row = rows.setdefault(source, {"pairs": 0, "keep": 0, "discard": 0, "flip": 0, "gold_rm_agrees": 0})
+            for key, value in counts.items():
+                row[key] += value
     folds = max(1, len(fold_results))
     return [{"source": source, "pairs": row["pairs"] / folds, "kept": row["keep"] / folds, "discarded": row["discard"] / folds,
              "flipped": row["flip"] / folds, "gold_rm_agrees": row["gold_rm_agrees"] / max(1, row["pairs"])}

@@ -25,31 +25,77 @@ from synpref.errors import SynprefError
 MANIFEST = "manifest.json"
 
 
-def write_shards(pairs: list[tuple[str, Any]], directory: Path, shard_size: int) -> list[Path]:
-    """Cut (split, PreferencePair) rows into shards of the pair schema, once: a finished manifest wins."""
-    import pyarrow.parquet as pq
+def write_shards(source: Any, directory: Path, shard_size: int) -> list[Path]:
+    """Cut pair rows into shards of the pair schema, once: a finished manifest wins.
 
-    from synpref.data.stage0 import pairs_to_batch
+    `source`: a function of the columns it should read (None: all) returning record batches of
+    pair rows, e.g. `lambda columns: workspace.batches("pool", columns=columns)`, read as a
+    stream (one shard in memory at a time); or a list of (split, PreferencePair). With a
+    finished manifest only the ids are read again, to check the shards hold the same pairs;
+    `source=None` takes the finished shards as they are.
+    """
+    import pyarrow.parquet as pq
 
     directory.mkdir(parents=True, exist_ok=True)
     manifest = directory / MANIFEST
-    fingerprint = hashlib.blake2b("".join(p.id for _, p in pairs).encode(), digest_size=16).hexdigest()
+    batches = _pair_batches(source)
     if manifest.is_file():
         written = json.loads(manifest.read_text())
-        if (written["fingerprint"], written["shard_size"]) != (fingerprint, shard_size):
+        if source is not None and (_fingerprint(batches(["id"])), shard_size) != (written["fingerprint"], written["shard_size"]):
             raise SynprefError(f"{directory} holds shards of other pairs or another shard size; remove the run folder to start over")
         return [directory / name for name in written["shards"]]
-    names = []
-    for start in range(0, len(pairs), shard_size):
-        chunk = pairs[start : start + shard_size]
-        batch = pairs_to_batch([p for _, p in chunk], [s for s, _ in chunk], [json.dumps(p.stored_meta()) for _, p in chunk])
-        name = f"shard-{start // shard_size:05d}.parquet"
-        write_table_atomic(pq, batch, directory / name)
+    if source is None:
+        raise SynprefError(f"{directory}: no shards written yet and no pairs to write")
+    names, digest, count = [], hashlib.blake2b(digest_size=16), 0
+    for table in _rechunk(batches(None), shard_size):
+        digest.update("".join(table.column("id").to_pylist()).encode())
+        name = f"shard-{len(names):05d}.parquet"
+        write_table_atomic(pq, table, directory / name)
         names.append(name)
+        count += table.num_rows
     tmp = manifest.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"shards": names, "shard_size": shard_size, "pairs": len(pairs), "fingerprint": fingerprint}))
+    tmp.write_text(json.dumps({"shards": names, "shard_size": shard_size, "pairs": count, "fingerprint": digest.hexdigest()}))
     os.replace(tmp, manifest)
     return [directory / name for name in names]
+
+
+def _pair_batches(source: Any) -> Callable[[list[str] | None], Any]:
+    if source is None or callable(source):
+        return source
+
+    def batches(columns):
+        from synpref.data.stage0 import pairs_to_batch
+
+        for start in range(0, len(source), 4096):
+            chunk = source[start : start + 4096]
+            batch = pairs_to_batch([p for _, p in chunk], [s for s, _ in chunk], [json.dumps(p.stored_meta()) for _, p in chunk])
+            yield batch if columns is None else batch.select(columns)
+
+    return batches
+
+
+def _fingerprint(batches) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for batch in batches:
+        digest.update("".join(batch.column("id").to_pylist()).encode())
+    return digest.hexdigest()
+
+
+def _rechunk(batches, rows: int):
+    """Tables of exactly `rows` rows (the last one shorter) from a stream of record batches."""
+    import pyarrow as pa
+
+    buffered, size = [], 0
+    for batch in batches:
+        buffered.append(batch)
+        size += batch.num_rows
+        while size >= rows:
+            table = pa.Table.from_batches(buffered)
+            yield table.slice(0, rows).combine_chunks()
+            rest = table.slice(rows)
+            buffered, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(buffered).combine_chunks()
 
 
 def write_table_atomic(pq: Any, table: Any, path: Path) -> None:

@@ -32,11 +32,10 @@ class EmbedJob:
     _state: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, source: Path, target: Path) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from synpref.annotate.runner import load_attributes
-        from synpref.retrieval.embed import Embedder, embedding_text
+        from synpref.retrieval.embed import Embedder, embedding_text, embeddings_table
 
         if not self._state:
             self._state["embedder"] = Embedder(self.embedder, cache_dir=Path(self.workspace_root) / "cache" / "embeddings")
@@ -44,8 +43,7 @@ class EmbedJob:
         pairs = read_shard_pairs(source)
         texts = [embedding_text([m.model_dump() for m in p.conversation], self._state["attributes"].get(p.id)) for p in pairs]
         vectors = self._state["embedder"].encode(texts)
-        table = pa.table({"id": [p.id for p in pairs], "vector": pa.array(list(vectors), pa.list_(pa.float32()))})
-        write_table_atomic(pq, table, target)
+        write_table_atomic(pq, embeddings_table([p.id for p in pairs], vectors), target)
 
 
 @dataclass
@@ -92,7 +90,7 @@ class JudgeJob:
     workspace_root: str
     job: dict[str, Any]
     selected: frozenset
-    gold_file: str  # Parquet shard of the gold pairs: the judges' examples
+    gold: list  # the gold pairs: the judges' examples
     judge_dir: str
     name: str = "judge"
 
@@ -103,8 +101,7 @@ class JudgeJob:
         from synpref.curate.judging import judge_pairs
 
         pairs = [p for p in read_shard_pairs(source) if p.id in self.selected]
-        gold = read_shard_pairs(Path(self.gold_file))
-        verdicts = judge_pairs(Path(self.workspace_root), pairs, gold, self.job, Path(self.judge_dir) / source.stem)
+        verdicts = judge_pairs(Path(self.workspace_root), pairs, self.gold, self.job, Path(self.judge_dir) / source.stem)
         ids = [p.id for p in pairs]
         table = pa.table({
             "id": pa.array(ids, pa.string()),

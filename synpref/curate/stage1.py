@@ -3,7 +3,7 @@
     runs/stage1/seed.parquet        the starting silver: the silver split, else `seed_size` pool pairs
     runs/stage1/pool/, gold/        the pairs as Parquet shards, for the embedding jobs
     runs/stage1/iter-K/
-      silver.jsonl                  what this iteration's RM trains on (oriented by the verdicts)
+      silver.parquet                what this iteration's RM trains on (pair rows, oriented by the verdicts)
       model/                        the RM, best checkpoint by gold accuracy
       gold_p.parquet                p = sigmoid(r_w - r_l) per gold pair
       retrieved.parquet             pool ids retrieved, with the gold pair that asked
@@ -32,7 +32,7 @@ from typing import Any
 from synpref.curate.config import CurateConfig
 from synpref.curate.executors import run_shards, write_shards, write_table_atomic
 from synpref.curate.jobs import EmbedJob
-from synpref.curate.training import gold_file, gold_probabilities, train_reward_model, write_pairs
+from synpref.curate.training import gold_probabilities, train_reward_model
 from synpref.errors import SynprefError
 
 SILVER_VERDICTS = ("chosen", "rejected", "seed")  # a verdict that gives the pair an orientation
@@ -86,7 +86,6 @@ def stage2_discarded(workspace) -> set[str]:
 def run_stage1(workspace, config: CurateConfig, *, iterations: int | None = None, log=print) -> list[dict[str, Any]]:
     """Run (or resume) iterations 1..N; returns every iteration's summary."""
     total = iterations or config.stage1.iterations
-    pairs = {p.id: p for _, p in workspace.iter_pairs()}  # every split: a pair humans labelled moves to gold
     sent = sent_to_humans(workspace)
     gold = [p for _, p in workspace.iter_pairs("gold") if not _labelled_for_stage1(p, sent)]
     if not gold:
@@ -99,7 +98,7 @@ def run_stage1(workspace, config: CurateConfig, *, iterations: int | None = None
             summaries.append(json.loads((directory / "summary.json").read_text()))
             continue
         directory.mkdir(parents=True, exist_ok=True)
-        summaries.append(_iteration(workspace, config, number, directory, pairs, gold, log))
+        summaries.append(_iteration(workspace, config, number, directory, gold, log))
         if summaries[-1].get("status") == "waiting":
             break  # the next run goes on from here, with the labels exported by then
     return summaries
@@ -137,10 +136,12 @@ def _write_seed(workspace, config: CurateConfig) -> None:
     if path.is_file():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": p.id, "verdict": "seed", "flipped": False, "origin": "silver split"} for _, p in workspace.iter_pairs("silver")]
+    def ids(split: str):
+        return (i for batch in workspace.batches(split, columns=["id"]) for i in batch.column("id").to_pylist())
+
+    rows = [{"id": i, "verdict": "seed", "flipped": False, "origin": "silver split"} for i in ids("silver")]
     if not rows and config.stage1.seed_size:
-        pool = (p for _, p in workspace.iter_pairs("pool"))
-        rows = [{"id": p.id, "verdict": "seed", "flipped": False, "origin": "pool seed"} for p, _ in zip(pool, range(config.stage1.seed_size))]
+        rows = [{"id": i, "verdict": "seed", "flipped": False, "origin": "pool seed"} for i, _ in zip(ids("pool"), range(config.stage1.seed_size))]
     if not rows:
         raise SynprefError("stage1: no silver to start from; ingest a silver split or set stage1.seed_size")
     write_table_atomic(pq, pa.Table.from_pylist(rows, schema=state_schema()), path)
@@ -152,17 +153,17 @@ def state_schema():
     return pa.schema([("id", pa.string()), ("verdict", pa.string()), ("flipped", pa.bool_()), ("origin", pa.string())])
 
 
-def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pairs, gold, log) -> dict[str, Any]:
+def _iteration(workspace, config: CurateConfig, number: int, directory: Path, gold, log) -> dict[str, Any]:
     started = time.perf_counter()
     state = last_state(workspace)
     excluded = state["labelled"] | stage2_discarded(workspace)
-    silver_file = _write_silver(directory / "silver.jsonl", pairs, state["silver"])
+    silver = _silver(workspace, directory / "silver.parquet", state["silver"])
     log(f"stage1 iter-{number}: training on {len(state['silver']):,} silver pairs")
-    training = train_reward_model(config, str(silver_file), directory / "model", gold=str(gold_file(workspace)), workspace_root=workspace.root)
-    probabilities = _gold_p(directory, config, gold, workspace.root)
+    training = train_reward_model(config, silver, directory / "model", gold=gold, workspace_root=workspace.root)
+    probabilities = _gold_p(directory, config, gold, workspace.root, training.get("gold_rewards"))
     retrieved = _retrieve(workspace, config, directory, gold, probabilities, excluded)
     log(f"stage1 iter-{number}: gold accuracy {training['best_gold_accuracy']}, retrieved {len(retrieved)} pairs; judging")
-    verdicts = _judge(workspace, config, directory, [pairs[i] for i in retrieved], gold)
+    verdicts = _judge(workspace, config, directory, _pairs(workspace, retrieved), gold)
     sent = _send_to_humans(workspace, config, directory, verdicts, number)
     humans = exported_labels(workspace, set(sent))
     if len(humans) < len(sent):
@@ -188,19 +189,34 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, pa
     return summary
 
 
-def _write_silver(path: Path, pairs, silver: dict[str, bool]) -> Path:
-    """Silver pairs as JSONL, chosen first; a pair the judges reversed is written swapped."""
-    return write_pairs(path, [pairs[i].swapped() if flipped else pairs[i] for i, flipped in silver.items()])
+def _silver(workspace, path: Path, silver: dict[str, bool]):
+    """The silver pairs as a table of pair rows in state order (written once), chosen first: a
+    pair the judges reversed has chosen and rejected exchanged. Gathered from the store, every
+    split (a pair humans labelled has moved to gold)."""
+    import pyarrow.parquet as pq
+
+    if path.is_file():
+        return pq.read_table(path)
+    table = workspace.gather(list(silver), flipped=[i for i, flipped in silver.items() if flipped])
+    write_table_atomic(pq, table, path)
+    return table
 
 
-def _gold_p(directory: Path, config: CurateConfig, gold, workspace_root: Path) -> list[float]:
+def _pairs(workspace, ids: list[str]) -> list:
+    """The stored pairs of `ids`, in that order (a step's few pairs, never the pool)."""
+    from synpref.data.workspace import pair_from_row
+
+    return [pair_from_row(row) for row in workspace.gather(ids).to_pylist()]
+
+
+def _gold_p(directory: Path, config: CurateConfig, gold, workspace_root: Path, rewards=None) -> list[float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = directory / "gold_p.parquet"
     if path.is_file():
         return pq.read_table(path).column("p").to_pylist()
-    probabilities = gold_probabilities(str(directory / "model"), gold, config, workspace_root)
+    probabilities = gold_probabilities(str(directory / "model"), gold, config, workspace_root, rewards)
     write_table_atomic(pq, pa.table({"id": [p.id for p in gold], "p": probabilities}), path)
     return probabilities
 
@@ -217,7 +233,7 @@ def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilit
     if path.is_file():
         return pq.read_table(path).column("id").to_pylist()
     gold_ids, gold_vectors = _embeddings(workspace, config, "gold", [("gold", p) for p in gold])
-    pool_ids, pool_vectors = _embeddings(workspace, config, "pool", _pool_rows(workspace))
+    pool_ids, pool_vectors = _embeddings(workspace, config, "pool", _pool_source(workspace))
     keep = [i for i, pair_id in enumerate(pool_ids) if pair_id not in excluded]
     index = build_index(pool_vectors[keep], exact_max=config.exact_index_max)
     order = sorted(range(len(gold)), key=lambda i: (probabilities[i], gold[i].id))
@@ -233,18 +249,15 @@ def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilit
     return table.column("id").to_pylist()
 
 
-def _pool_rows(workspace) -> list:
-    """(split, pair) rows of Stage 1's pool: the pool split when the first iteration retrieves,
-    then the same pairs (read back from runs/stage1/pool/), so that a pair humans labelled
+def _pool_source(workspace):
+    """Stage 1's pool for `write_shards`: the pool split when the first iteration retrieves,
+    then None (the shards in runs/stage1/pool/ as written), so that a pair humans labelled
     moving to gold does not change the retrieval index."""
     from synpref.curate.executors import MANIFEST
-    from synpref.curate.jobs import read_shard_pairs
 
-    directory = stage1_dir(workspace) / "pool"
-    if not (directory / MANIFEST).is_file():
-        return list(workspace.iter_pairs("pool"))
-    names = json.loads((directory / MANIFEST).read_text())["shards"]
-    return [("pool", pair) for name in names for pair in read_shard_pairs(directory / name)]
+    if (stage1_dir(workspace) / "pool" / MANIFEST).is_file():
+        return None
+    return lambda columns: workspace.batches("pool", columns=columns)
 
 
 def _embeddings(workspace, config: CurateConfig, split: str, rows):
@@ -252,7 +265,7 @@ def _embeddings(workspace, config: CurateConfig, split: str, rows):
     from synpref.retrieval.embed import embeddings_dir, read_embeddings
 
     shards = write_shards(rows, stage1_dir(workspace) / split, config.shard_size)
-    output = embeddings_dir(workspace.root, config.embedder) / split
+    output = embeddings_dir(workspace.work_root, config.embedder) / split
     run_shards(EmbedJob(config.embedder, str(workspace.root)), shards, output, executor=config.executor, workers=config.ray_workers)
     return read_embeddings([output / s.name for s in shards])
 

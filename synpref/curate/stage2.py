@@ -22,9 +22,9 @@ from typing import Any
 
 from synpref.curate.config import CurateConfig
 from synpref.curate.decision import decide, needs_annotation
-from synpref.curate.executors import run_shards, write_shards, write_table_atomic
+from synpref.curate.executors import MANIFEST, run_shards, write_shards, write_table_atomic
 from synpref.curate.jobs import JudgeJob, ScoreJob
-from synpref.curate.training import gold_file, load_scorer, train_reward_model, write_pairs
+from synpref.curate.training import gold_pairs, load_scorer, train_reward_model
 from synpref.errors import SynprefError
 
 
@@ -36,25 +36,38 @@ def run_stage2(workspace, config: CurateConfig, *, log=print) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     gold_model = config.stage2.gold_model or _train_gold_rm(workspace, config, run)
     best_model = config.stage2.best_model or _best_model_from_stage1(workspace)
-    labelled = last_state(workspace)["labelled"] if config.stage2.scope == "unlabelled" else set()
-    remaining = [(s, p) for s, p in workspace.iter_pairs("pool") if p.id not in labelled]
-    if config.stage2.limit is not None:
-        remaining = remaining[: config.stage2.limit]
+    labelled = last_state(workspace)["labelled"] if config.stage2.scope == "unlabelled" else None
+    limit = config.stage2.limit
+
+    def remaining(columns):
+        return _first(workspace.batches("pool", columns=columns, exclude=labelled), limit)
+
     shards = write_shards(remaining, run / "pool", config.shard_size)
-    log(f"stage2: {len(remaining):,} pool pairs in {len(shards)} shards; best RM {best_model}, gold RM {gold_model}")
+    count = json.loads((run / "pool" / MANIFEST).read_text())["pairs"]
+    log(f"stage2: {count:,} pool pairs in {len(shards)} shards; best RM {best_model}, gold RM {gold_model}")
     score = ScoreJob(best_model, gold_model, config.score_max_length, config.token_budget, str(workspace.root))
     ran = run_shards(score, shards, run / "scores", executor=config.executor, workers=config.ray_workers)
     log(f"stage2: scored {ran} shards ({len(shards) - ran} already done)")
-    scores = _read_outputs(run / "scores", shards)
+    out_of_fold = {}
     if config.stage2.scope == "all" and config.stage2.best_model is None and config.stage2.cross_fit:
-        _apply_out_of_fold(scores, _out_of_fold(workspace, config, run, best_model, log))
-    judgments = _judge(workspace, config, run, shards, scores)
-    return _write_decisions(workspace, config, scores, judgments, started, ran)
+        out_of_fold = _out_of_fold(workspace, config, run, best_model, log)
+    judged = _judge(workspace, config, run, shards, out_of_fold)
+    return _write_decisions(workspace, config, run, shards, out_of_fold, judged, started, ran)
+
+
+def _first(batches, limit: int | None):
+    """The record batches up to `limit` rows (all of them for None)."""
+    for batch in batches:
+        if limit is not None:
+            if limit <= 0:
+                return
+            batch, limit = batch.slice(0, limit), limit - batch.num_rows
+        yield batch
 
 
 def _train_gold_rm(workspace, config: CurateConfig, run: Path) -> str:
     output = run / "gold-rm"
-    train_reward_model(config, str(gold_file(workspace)), output, workspace_root=workspace.root)
+    train_reward_model(config, gold_pairs(workspace), output, workspace_root=workspace.root)
     return str(output)
 
 
@@ -88,7 +101,7 @@ def _out_of_fold(workspace, config: CurateConfig, run: Path, best_model: str, lo
         table = pq.read_table(path)
         return dict(zip(table.column("id").to_pylist(), table.column("best_p").to_pylist()))
     silver = silver_trained_on(workspace, Path(best_model).parent)
-    pairs = {p.id: p for split, p in workspace.iter_pairs() if split in ("pool", "silver") and p.id in silver}
+    pairs = {p.id: p for split, p in workspace.iter_pairs(ids=list(silver)) if split in ("pool", "silver")}
     folds = config.stage2.cross_fit
     log(f"stage2: cross-fitting the best RM's {len(pairs):,} training pairs in {folds} folds")
     train = _fold_heads(workspace, config) if config.rm_options().get("head_only") else None
@@ -101,9 +114,7 @@ def _out_of_fold(workspace, config: CurateConfig, run: Path, best_model: str, lo
         if train is not None:
             train(rest, directory / "model")
         else:
-            write_pairs(directory / "silver.jsonl", rest)
-            train_reward_model(config, str(directory / "silver.jsonl"), directory / "model", gold=str(gold_file(workspace)),
-                               workspace_root=workspace.root)
+            train_reward_model(config, rest, directory / "model", gold=gold_pairs(workspace), workspace_root=workspace.root)
         if held:
             chosen, rejected = load_scorer(str(directory / "model"), config, workspace.root).score_pairs(held)
             found.update({p.id: preference_probability(c, r) for p, c, r in zip(held, chosen, rejected)})
@@ -132,62 +143,93 @@ def _fold_heads(workspace, config: CurateConfig):
     return train
 
 
-def _apply_out_of_fold(scores: list[dict[str, Any]], out_of_fold: dict[str, float]) -> None:
-    for row in scores:
-        row["best_p_out_of_fold"] = row["id"] in out_of_fold
-        row["best_p"] = out_of_fold.get(row["id"], row["best_p"])
-
-
-def _read_outputs(directory: Path, shards: list[Path]) -> list[dict[str, Any]]:
+def _scores(run: Path, shard: Path, out_of_fold: dict[str, float]) -> list[dict[str, Any]]:
+    """One shard's scores, with the out-of-fold best-RM p where there is one."""
     import pyarrow.parquet as pq
 
-    return [row for shard in shards for row in pq.read_table(directory / shard.name).to_pylist()]
+    rows = pq.read_table(run / "scores" / shard.name, columns=["id", "best_p", "gold_p"]).to_pylist()
+    for row in rows:
+        row["best_p_out_of_fold"] = row["id"] in out_of_fold
+        row["best_p"] = out_of_fold.get(row["id"], row["best_p"])
+    return rows
 
 
-def _judge(workspace, config: CurateConfig, run: Path, shards: list[Path], scores: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """LLM verdicts of the pairs below the band (the first `max_judged` of them, in pool order)."""
+def _judge(workspace, config: CurateConfig, run: Path, shards: list[Path], out_of_fold: dict[str, float]) -> bool:
+    """LLM verdicts of the pairs below the band (the first `max_judged` of them, in pool order),
+    written per shard under run/judgments/; False when no judge has a say."""
     stage2 = config.stage2
-    below = [row["id"] for row in scores if needs_annotation(row["best_p"], margin=stage2.margin, rule=stage2.rule)]
-    if not below:
-        return {}
+    if stage2.rule == "gold_and_best" or stage2.max_judged == 0:
+        return False
+
+    def below(shard: Path) -> list[str]:
+        return [row["id"] for row in _scores(run, shard, out_of_fold)
+                if needs_annotation(row["best_p"], margin=stage2.margin, rule=stage2.rule)]
+
+    selected: set[str] = set()  # at most the judging budget (all pairs below the band without one)
+    for shard in shards:
+        ids = below(shard)
+        if stage2.max_judged is not None:
+            ids = ids[: stage2.max_judged - len(selected)]
+        selected.update(ids)
+        if stage2.max_judged is not None and len(selected) >= stage2.max_judged:
+            break
+    if not selected:
+        return False
     from synpref.curate.stage1 import judges_with_say
 
-    gold = [(s, p) for s, p in workspace.iter_pairs("gold")]
-    job = judges_with_say(workspace, config, [p for _, p in gold])
+    gold = [p for _, p in workspace.iter_pairs("gold")]
+    job = judges_with_say(workspace, config, gold)
     if job is None:
-        return {}  # no judge earned a say: the rule reads the reward models only
-    selected = frozenset(below[: stage2.max_judged] if stage2.max_judged is not None else below)
-    gold_file = write_shards(gold, run / "gold", max(1, len(gold)))[0]
-    job = JudgeJob(str(workspace.root), job, selected, str(gold_file), str(run / "judge-workspaces"))
+        return False  # no judge earned a say: the rule reads the reward models only
+    job = JudgeJob(str(workspace.root), job, frozenset(selected), gold, str(run / "judge-workspaces"))
     run_shards(job, shards, run / "judgments", executor=config.executor, workers=config.ray_workers)
-    return {row["id"]: row for row in _read_outputs(run / "judgments", shards)}
+    return True
 
 
-def _write_decisions(workspace, config: CurateConfig, scores, judgments, started: float, ran: int) -> dict[str, Any]:
+def decisions_schema():
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("action", pa.string()), ("reason", pa.string()), ("annotated", pa.bool_()),
+                      ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()),
+                      ("llm_verdict", pa.string()), ("llm_agreement", pa.float64()), ("decided_by", pa.string())])
+
+
+def _write_decisions(workspace, config: CurateConfig, run: Path, shards: list[Path], out_of_fold: dict[str, float], judged: bool,
+                     started: float, ran: int) -> dict[str, Any]:
+    """The rule over every scored pair, a shard at a time, into decisions.parquet (written aside,
+    then moved into place) and the counts into summary.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     stage2 = config.stage2
-    rows = []
-    for score in scores:
-        judged = judgments.get(score["id"])
-        verdict = judged["llm_verdict"] if judged else None
-        decision = decide(score["best_p"], score["gold_p"], verdict, margin=stage2.margin, rule=stage2.rule, flip=stage2.flip)
-        rows.append({
-            "id": score["id"], "action": decision.action, "reason": decision.reason,
-            "annotated": judged is not None, "best_p": score["best_p"], "gold_p": score["gold_p"],
-            "best_p_out_of_fold": score.get("best_p_out_of_fold", False),
-            "llm_verdict": verdict, "llm_agreement": judged["llm_agreement"] if judged else None,
-            "decided_by": (judged.get("decided_by") or None) if judged else None,  # verifier | llm: which judge kind said it
-        })
-    schema = pa.schema([("id", pa.string()), ("action", pa.string()), ("reason", pa.string()), ("annotated", pa.bool_()),
-                        ("best_p", pa.float64()), ("gold_p", pa.float64()), ("best_p_out_of_fold", pa.bool_()), ("llm_verdict", pa.string()), ("llm_agreement", pa.float64()),
-                        ("decided_by", pa.string())])
-    write_table_atomic(pq, pa.Table.from_pylist(rows, schema=schema), workspace.decisions_file)
-    counts = {action: sum(r["action"] == action for r in rows) for action in ("keep", "discard", "flip")}
-    summary = {"pairs": len(rows), **counts, "annotated": sum(r["annotated"] for r in rows),
-               "best_p_out_of_fold": sum(r["best_p_out_of_fold"] for r in rows),
-               "rule": stage2.rule, "margin": stage2.margin, "flip_option": stage2.flip,
+    counts = {"pairs": 0, "keep": 0, "discard": 0, "flip": 0, "annotated": 0, "best_p_out_of_fold": 0}
+    target = workspace.decisions_file
+    tmp = target.with_name(target.name + ".tmp")
+    with pq.ParquetWriter(tmp, decisions_schema()) as writer:
+        for shard in shards:
+            judgments = {}
+            if judged:
+                table = pq.read_table(run / "judgments" / shard.name)
+                judgments = {row["id"]: row for row in table.to_pylist()}
+            rows = []
+            for score in _scores(run, shard, out_of_fold):
+                judgment = judgments.get(score["id"])
+                verdict = judgment["llm_verdict"] if judgment else None
+                decision = decide(score["best_p"], score["gold_p"], verdict, margin=stage2.margin, rule=stage2.rule, flip=stage2.flip)
+                rows.append({
+                    "id": score["id"], "action": decision.action, "reason": decision.reason,
+                    "annotated": judgment is not None, "best_p": score["best_p"], "gold_p": score["gold_p"],
+                    "best_p_out_of_fold": score["best_p_out_of_fold"],
+                    "llm_verdict": verdict, "llm_agreement": judgment["llm_agreement"] if judgment else None,
+                    "decided_by": (judgment.get("decided_by") or None) if judgment else None,  # verifier | llm: which judge kind said it
+                })
+                counts["pairs"] += 1
+                counts[decision.action] += 1
+                counts["annotated"] += judgment is not None
+                counts["best_p_out_of_fold"] += score["best_p_out_of_fold"]
+            writer.write_table(pa.Table.from_pylist(rows, schema=decisions_schema()))
+    tmp.replace(target)
+    summary = {**counts, "rule": stage2.rule, "margin": stage2.margin, "flip_option": stage2.flip,
                "shards_scored_now": ran, "seconds": round(time.perf_counter() - started, 1)}
     (workspace.run_dir("stage2") / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

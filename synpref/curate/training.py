@@ -20,23 +20,68 @@ def feature_cache(workspace_root: Path) -> Path:
     return Path(workspace_root) / "cache" / "features"
 
 
-def train_reward_model(config: CurateConfig, data: str, output: Path, *, split: str | None = None,
-                       gold: str | None = None, workspace_root: Path | None = None) -> dict[str, Any]:
-    """Train once into `output` (a finished run is reused: its summary file is written last)."""
+def train_reward_model(config: CurateConfig, pairs: Any, output: Path, *, gold: Any = None,
+                       workspace_root: Path | None = None) -> dict[str, Any]:
+    """Train once into `output` (a finished run is reused: its summary file is written last).
+
+    `pairs` and `gold`: lists of pairs or tables of pair rows (a selection of the store, never a
+    file written for the trainer to read back). The summary carries `gold_rewards`, the saved
+    model's (chosen, rejected) rewards of `gold`, so no caller loads the model to score gold.
+    """
     from synpref.rm.config import TrainConfig
-    from synpref.rm.trainer import train
+    from synpref.rm.trainer import train, with_gold_rewards
 
     summary_file = output / "training_summary.json"
-    if summary_file.is_file() and (output / "config.json").is_file():
-        return json.loads(summary_file.read_text())
+    if summary_file.is_file() and ((output / "config.json").is_file() or (output / BASELINE_FILE).is_file()):
+        return with_gold_rewards(json.loads(summary_file.read_text()), output)
     options = config.rm_options()
+    if options["model"] == LENGTH_BASELINE:
+        return _length_baseline(output, gold)
     if options.get("head_only") and not options.get("feature_cache") and workspace_root is not None:
         options["feature_cache"] = str(feature_cache(workspace_root))
     # Without an evaluation step the best checkpoint by gold accuracy is the last step's one:
     # ask for a few gold evaluations so the selection means something.
     if gold is not None and not options.get("eval_every") and options.get("max_steps"):
         options["eval_every"] = max(1, options["max_steps"] // 4)
-    return train(TrainConfig(data=data, output=str(output), split=split, gold=gold, **options))
+    return train(TrainConfig(output=str(output), **options), pairs=pairs_table(pairs), gold=gold)
+
+
+LENGTH_BASELINE = "length-baseline"  # rm.model: the longer response wins; nothing to train
+BASELINE_FILE = "baseline.json"
+
+
+def _length_baseline(output: Path, gold: Any) -> dict[str, Any]:
+    """The 'longer wins' reward model as a directory the scorer factory loads (no weights): the
+    loop's machinery measured without a model (bench/scale.py)."""
+    from synpref.rm.data import as_pairs
+    from synpref.rm.metrics import pairwise_accuracy
+    from synpref.rm.trainer import with_gold_rewards, write_gold_rewards
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / BASELINE_FILE).write_text(json.dumps({"kind": "length"}))
+    summary: dict[str, Any] = {"mode": LENGTH_BASELINE, "steps": 0, "best_step": 0, "best_gold_accuracy": None}
+    if gold is not None:
+        gold = as_pairs(gold)
+        chosen, rejected = [float(len(p.chosen.content)) for p in gold], [float(len(p.rejected.content)) for p in gold]
+        write_gold_rewards(output, chosen, rejected)
+        summary["best_gold_accuracy"] = pairwise_accuracy(chosen, rejected)
+    (output / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    return with_gold_rewards(summary, output)
+
+
+def pairs_table(pairs: Any):
+    """A table of pair rows for the trainer: lists of pairs are converted, tables pass through."""
+    if not isinstance(pairs, list):
+        return pairs
+    import json as _json
+
+    import pyarrow as pa
+
+    from synpref.data.stage0 import PAIR_SCHEMA, pairs_to_batch
+
+    if not pairs:
+        return PAIR_SCHEMA.empty_table()
+    return pa.Table.from_batches([pairs_to_batch(pairs, [""] * len(pairs), [_json.dumps(p.stored_meta()) for p in pairs])])
 
 
 def load_scorer(model: str, config: CurateConfig, workspace_root: Path | None = None, *, max_length: int | None = None,
@@ -56,34 +101,16 @@ def load_scorer(model: str, config: CurateConfig, workspace_root: Path | None = 
     )
 
 
-def gold_probabilities(model: str, pairs: list[PreferencePair], config: CurateConfig, workspace_root: Path | None = None) -> list[float]:
-    """p = sigmoid(r_w - r_l) of every gold pair under `model` (gold is stored chosen = human-preferred)."""
+def gold_probabilities(model: str, pairs: list[PreferencePair], config: CurateConfig, workspace_root: Path | None = None,
+                       rewards: tuple[list[float], list[float]] | None = None) -> list[float]:
+    """p = sigmoid(r_w - r_l) of every gold pair under `model` (gold is stored chosen = human-preferred);
+    `rewards`: the ones training returned, so the model is not loaded again."""
     from synpref.retrieval.adaptive import preference_probability
 
-    chosen, rejected = load_scorer(model, config, workspace_root).score_pairs(pairs)
+    chosen, rejected = rewards if rewards is not None else load_scorer(model, config, workspace_root).score_pairs(pairs)
     return [preference_probability(c, r) for c, r in zip(chosen, rejected)]
 
 
-def write_pairs(path: Path, pairs: list[PreferencePair]) -> Path:
-    """Pairs as (gzipped) JSONL in the synpref format, written atomically: a training file."""
-    import gzip
-
-    import orjson
-
-    tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open(tmp, "wb", compresslevel=1) if path.suffix == ".gz" else open(tmp, "wb")
-    with opener as handle:
-        for p in pairs:
-            handle.write(orjson.dumps({"conversation": [m.model_dump() for m in p.conversation], "chosen": p.chosen.model_dump(),
-                                       "rejected": p.rejected.model_dump(), "source": p.source}) + b"\n")
-    tmp.replace(path)
-    return path
-
-
-def gold_file(workspace) -> Path:
-    """The workspace's gold split as a file (written once), for the trainers' --gold."""
-    path = Path(workspace.root) / "runs" / "gold.jsonl"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_pairs(path, [p for _, p in workspace.iter_pairs("gold")])
-    return path
+def gold_pairs(workspace) -> list[PreferencePair]:
+    """The workspace's gold split (human-verified, small): the trainers' gold."""
+    return [p for _, p in workspace.iter_pairs("gold")]

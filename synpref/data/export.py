@@ -47,12 +47,7 @@ def export(workspace: Workspace, fmt: str, output: Path | None = None, split: st
 
 
 def _batches(workspace: Workspace, split: str | None):
-    for path in workspace.shards():
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            if split is not None:
-                batch = batch.filter(np.array(batch.column("split").to_pylist()) == split)
-            if batch.num_rows:
-                yield batch
+    return workspace.batches(split)
 
 
 def _to_trl(batch: pa.RecordBatch) -> pa.RecordBatch:

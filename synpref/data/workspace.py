@@ -82,6 +82,9 @@ class IngestRun(BaseModel):
     decontamination: dict[str, dict[str, int]] = Field(default_factory=dict)
     shards: list[str] = Field(default_factory=list)
     quarantine: list[str] = Field(default_factory=list)
+    # True when the run may store ids already stored (`Workspace.add_pairs`: a labelled pair
+    # moving to gold); ingest never does.
+    moves: bool = False
 
 
 class Workspace:
@@ -91,6 +94,8 @@ class Workspace:
         if not config_path.is_file():
             raise SynprefError(f"{self.root} is not a workspace (no {CONFIG_FILE}); run `synpref init {root}`")
         self.config = load_config(config_path)
+        self.work_root = self.root  # where steps write (runs/, embeddings/, label/); see `view`
+        self.gold_ids: frozenset[str] | None = None  # a view's gold: only these gold pairs
 
     @classmethod
     def init(cls, root: str | Path, name: str | None = None) -> Workspace:
@@ -115,9 +120,19 @@ class Workspace:
     def ingest_dir(self) -> Path:
         return self._dir("ingest")
 
+    def view(self, work_root: Path, gold_ids) -> Workspace:
+        """The same store with only `gold_ids` in its gold split, whose steps write under
+        `work_root` (runs/, embeddings/, label/) instead of the workspace's root: the
+        ablation's folds. Caches (features, LLM answers, embeddings by text) stay shared."""
+        import copy
+
+        view = copy.copy(self)
+        view.work_root, view.gold_ids = Path(work_root), frozenset(gold_ids)
+        return view
+
     def run_dir(self, step: str) -> Path:
         """runs/<step>/: what one step writes (stage1, stage2, judge-gate, ablation, eval, demo, ...)."""
-        return self.root / "runs" / step
+        return self.work_root / "runs" / step
 
     @property
     def decisions_file(self) -> Path:
@@ -128,7 +143,7 @@ class Workspace:
     def label_requests_dir(self) -> Path:
         """Pairs a step asks humans to label: one JSON file per request, loaded into the annotation
         app's queue (synpref/label/work_queue.py); the labels come back by `synpref label export`."""
-        return self.root / "label" / "requests"
+        return self.work_root / "label" / "requests"
 
     @property
     def llm_cache_dir(self) -> Path:
@@ -156,37 +171,99 @@ class Workspace:
         return [self.quarantine_dir / name for m in self.manifests() for name in m["quarantine"]]
 
     def pair_table(self, columns: list[str] | None = None):
-        """All pairs as one Arrow table (the `PAIR_SCHEMA` columns, or the ones asked for)."""
+        """All pairs as one Arrow table (the `PAIR_SCHEMA` columns, or the ones asked for). Holds
+        the whole store: for small stores and a few columns; `batches` streams."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from synpref.data.stage0 import PAIR_SCHEMA
 
-        shards = self.shards()
-        tables = [pq.read_table(path, columns=columns) for path in shards]
-        if not tables:
-            schema = PAIR_SCHEMA if columns is None else pa.schema([PAIR_SCHEMA.field(c) for c in columns])
-            return schema.empty_table()
-        table = pa.concat_tables(tables)
-        latest = _latest_copies(shards)
-        return table if latest is None else table.filter(latest)
+        schema = PAIR_SCHEMA if columns is None else pa.schema([PAIR_SCHEMA.field(c) for c in columns])
+        return pa.Table.from_batches(list(self.batches(columns=columns)), schema=schema)
 
-    def iter_pairs(self, split: str | None = None) -> Iterator[tuple[str, Any]]:
-        """(split, PreferencePair) for every stored pair, shard by shard, each id once."""
+    def batches(self, split: str | None = None, *, columns: list[str] | None = None, ids=None, exclude=None,
+                batch_size: int = 4096) -> Iterator[Any]:
+        """The stored rows as Arrow record batches, shard by shard in store order, each id once.
+
+        `split` keeps one split; `ids` keeps only these ids and `exclude` drops these (each a set,
+        list or Arrow array of ids: a selection, not the pool). Memory is one batch, whatever
+        the size of the store.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        shards = self.shards()
-        latest = _latest_copies(shards)
-        position = -1
-        for path in shards:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-                for row in batch.to_pylist():
-                    position += 1
-                    if latest is not None and not latest[position]:
-                        continue  # an older copy: the pair has moved to another split since
-                    if split is not None and row["split"] != split:
+        wanted = None if ids is None else _id_array(ids)
+        dropped = None if exclude is None or len(exclude) == 0 else _id_array(exclude)
+        read = None if columns is None else list(dict.fromkeys([*columns, "id", "split"]))
+        for path, superseded in self._shards_with_superseded():
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=read):
+                keep = None
+                if split is not None:
+                    keep = pc.equal(batch.column("split"), split)
+                if self.gold_ids is not None:
+                    other_gold = pc.and_(pc.equal(batch.column("split"), "gold"),
+                                         pc.invert(pc.is_in(batch.column("id"), value_set=_id_array(self.gold_ids))))
+                    keep = pc.invert(other_gold) if keep is None else pc.and_(keep, pc.invert(other_gold))
+                for value_set, negate in ((superseded, True), (wanted, False), (dropped, True)):
+                    if value_set is None:
                         continue
-                    yield row["split"], pair_from_row(row)
+                    found = pc.is_in(batch.column("id"), value_set=value_set)
+                    found = pc.invert(found) if negate else found
+                    keep = found if keep is None else pc.and_(keep, found)
+                if keep is not None:
+                    batch = batch.filter(keep)
+                if batch.num_rows:
+                    yield batch if columns is None else pa.RecordBatch.from_arrays(
+                        [batch.column(c) for c in columns], names=columns)
+
+    def count(self, split: str | None = None) -> int:
+        return sum(batch.num_rows for batch in self.batches(split, columns=["id"]))
+
+    def iter_pairs(self, split: str | None = None, *, ids=None, exclude=None) -> Iterator[tuple[str, Any]]:
+        """(split, PreferencePair) for every stored pair, shard by shard, each id once."""
+        for batch in self.batches(split, ids=ids, exclude=exclude):
+            for row in batch.to_pylist():
+                yield row["split"], pair_from_row(row)
+
+    def gather(self, order, *, flipped=frozenset(), split: str | None = None):
+        """The pairs whose ids are in `order`, as one `PAIR_SCHEMA` table in that order (ids not
+        stored are skipped), those in `flipped` with chosen and rejected exchanged. Holds the
+        selection, never the store: for training sets and the pairs a step looks at."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from synpref.data.stage0 import PAIR_SCHEMA
+
+        order = _id_array(order)
+        table = pa.Table.from_batches(list(self.batches(split, ids=order)), schema=PAIR_SCHEMA)
+        positions = pc.index_in(order, value_set=table.column("id"))
+        table = table.take(positions.drop_null())
+        return swap_sides(table, flipped)
+
+    def moved_ids(self) -> set[str]:
+        """Ids stored again by `add_pairs` (their earlier copies are superseded)."""
+        import pyarrow.parquet as pq
+
+        return {i for m in self.manifests() if _moves(m) for name in m["shards"]
+                for i in pq.read_table(self.pairs_dir / name, columns=["id"]).column("id").to_pylist()}
+
+    def _shards_with_superseded(self) -> list[tuple[Path, Any]]:
+        """(shard, ids whose later copy lives in a later shard, or None) in store order.
+
+        Only `add_pairs` stores an id again (ingest never does), and its shards are small (the
+        label app's exports): the ids of those shards are all that is read to find older copies.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        listed = [(self.pairs_dir / name, _moves(m)) for m in self.manifests() for name in m["shards"]]
+        later: set[str] = set()
+        result = []
+        for path, moves in reversed(listed):
+            result.append((path, pa.array(sorted(later), pa.string()) if later else None))
+            if moves:
+                later |= set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+        return result[::-1]
 
     def add_pairs(self, rows: list[tuple[str, Any]], run_id: str, spec: str, format: str) -> int:
         """Append (split, PreferencePair) rows as one shard with its manifest (shard first, then the
@@ -210,12 +287,12 @@ class Workspace:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         counts = SourceCounts(spec=spec, format=format, read=len(rows), kept=len(rows), done=True)
         run = IngestRun(run_id=run_id, sequence=self.next_sequence(), fingerprint=run_id, status="done",
-                        started_at=now, finished_at=now, sources=[counts], shards=[shard])
+                        started_at=now, finished_at=now, sources=[counts], shards=[shard], moves=True)
         write_json_atomic(self.ingest_dir / f"{run_id}.json", run.model_dump())
         return len(rows)
 
     def existing_ids(self) -> set[str]:
-        return set(self.pair_table(columns=["id"]).column("id").to_pylist())
+        return {i for batch in self.batches(columns=["id"]) for i in batch.column("id").to_pylist()}
 
 
 def pair_from_row(row: dict[str, Any]):
@@ -235,23 +312,30 @@ def pair_from_row(row: dict[str, Any]):
     )
 
 
-def _latest_copies(shards: list[Path]):
-    """A mask over the rows of `shards` read in order, true for the last copy of each pair id;
-    None when no id repeats (the usual case, so nothing needs filtering)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _moves(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest's shards may repeat stored ids. Manifests written before the flag:
+    `add_pairs` named its runs by their fingerprint, ingest never did."""
+    return manifest.get("moves", manifest.get("fingerprint") == manifest.get("run_id"))
 
-    if not shards:
-        return None
-    ids = pa.concat_tables([pq.read_table(path, columns=["id"]) for path in shards]).column("id")
-    rows = pa.table({"id": ids, "row": pa.array(np.arange(len(ids)))})
-    last = rows.group_by("id").aggregate([("row", "max")]).column("row_max").to_numpy()
-    if len(last) == len(ids):
-        return None
-    mask = np.zeros(len(ids), dtype=bool)
-    mask[last] = True
-    return mask
+
+def _id_array(ids):
+    import pyarrow as pa
+
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        return ids
+    return pa.array(list(ids), pa.string())
+
+
+def swap_sides(table, flipped):
+    """`table` (pair rows) with chosen and rejected exchanged on the rows whose id is in `flipped`."""
+    import pyarrow.compute as pc
+
+    if flipped is None or len(flipped) == 0 or table.num_rows == 0:
+        return table
+    mask = pc.is_in(table.column("id"), value_set=_id_array(flipped))
+    chosen, rejected = table.column("chosen"), table.column("rejected")
+    table = table.set_column(table.schema.get_field_index("chosen"), "chosen", pc.if_else(mask, rejected, chosen))
+    return table.set_column(table.schema.get_field_index("rejected"), "rejected", pc.if_else(mask, chosen, rejected))
 
 
 def load_config(path: Path) -> WorkspaceConfig:

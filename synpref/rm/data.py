@@ -20,6 +20,20 @@ def load_pairs(spec: str | Path, split: str | None = None) -> list[PreferencePai
     return list(iter_pairs(spec, split))
 
 
+def as_pairs(source) -> list[PreferencePair]:
+    """Pairs from what `train` accepts: a list of pairs, a `--data` path, a `pyarrow.Table`, a
+    `pyarrow.dataset.Dataset` or an iterable of record batches of the workspace's pair rows."""
+    if isinstance(source, (str, Path)):
+        return load_pairs(source)
+    if isinstance(source, list) and (not source or isinstance(source[0], PreferencePair)):
+        return source
+    from synpref.data.workspace import pair_from_row
+
+    if hasattr(source, "to_batches"):
+        source = source.to_batches()
+    return [pair_from_row(row) for batch in source for row in batch.to_pylist()]
+
+
 def iter_pairs(spec: str | Path, split: str | None = None) -> Iterator[PreferencePair]:
     """The pairs of `load_pairs`, read as they are needed (a workspace in record batches)."""
     path = Path(spec)

@@ -130,6 +130,15 @@ def fit_head_model(pairs, output: Path, spec: FeatureSpec, cache_root: Path, *, 
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json_atomic(Path(output) / "training_summary.json", summary)
+    if gold:
+        # As `HeadScorer` scores them: the same features through the same saved head.
+        import numpy as np
+
+        from synpref.rm.trainer import with_gold_rewards, write_gold_rewards
+
+        rewards = head.rewards(np.concatenate(gold_features)).tolist()
+        write_gold_rewards(output, rewards[: len(gold)], rewards[len(gold) :])
+        summary = with_gold_rewards(summary, output)
     log(f"head-only RM: {len(pairs):,} pairs, l2 {head.l2:g}, train accuracy {train_accuracy:.4f}"
         + (f", gold accuracy {best['gold_accuracy']:.4f}" if gold else "") + f" -> {output}")
     return summary

@@ -29,7 +29,7 @@ from typing import Any
 
 from synpref.errors import SynprefError
 from synpref.rm.config import TrainConfig, save_resolved_config
-from synpref.rm.data import epoch_batches, load_pairs
+from synpref.rm.data import as_pairs, epoch_batches, load_pairs
 from synpref.rm.formatting import RewardFormatter
 from synpref.rm.loss import bradley_terry_loss, pair_metrics
 from synpref.rm.precision import MasterWeights
@@ -56,11 +56,14 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def train(config: TrainConfig, pairs: Any = None) -> dict[str, Any]:
-    """Run training as configured; returns the summary also written to training_summary.json.
+def train(config: TrainConfig, pairs: Any = None, gold: Any = None) -> dict[str, Any]:
+    """Run training as configured; returns the summary also written to training_summary.json,
+    with `gold_rewards` (chosen, rejected) of the gold pairs under the saved model when there
+    is gold (also in OUTPUT/gold_rewards.parquet), so no caller loads the model to score them.
 
     `pairs`, when given, replaces `config.data`: a `pyarrow.Table`, a `pyarrow.dataset.Dataset`
     or an iterable of record batches with the workspace's pair columns (see `pair_chunks`).
+    `gold`, when given, replaces `config.gold`: pairs, or a table of pair rows.
     """
     import torch
     from accelerate import Accelerator
@@ -70,9 +73,7 @@ def train(config: TrainConfig, pairs: Any = None) -> dict[str, Any]:
 
     config.validate(pairs_given=pairs is not None)
     if config.head_only:
-        if pairs is not None:
-            raise SynprefError("train: --head-only reads its pairs from --data")
-        return train_head_only(config)
+        return train_head_only(config, pairs, gold)
     output = Path(config.output)
     # bf16 is ours (master weights, or autocast entered here), so that one process can train
     # with different settings in turn: accelerate fixes its precision once per process. fp16's
@@ -96,7 +97,7 @@ def train(config: TrainConfig, pairs: Any = None) -> dict[str, Any]:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     formatter = RewardFormatter(tokenizer, max_length=config.max_length)
     encoded = _token_cache(config, pairs, formatter, accelerator)
-    gold = _load_gold(config.gold)
+    gold = _load_gold(config.gold) if gold is None else _gold_pairs(gold)
 
     global_batch = config.batch_size * accelerator.num_processes
     lengths = encoded.lengths()
@@ -152,8 +153,9 @@ def train(config: TrainConfig, pairs: Any = None) -> dict[str, Any]:
     return run.finish(state, total_steps)
 
 
-def train_head_only(config: TrainConfig) -> dict[str, Any]:
-    """`--head-only`: features from the frozen backbone (cached), a Bradley-Terry head fitted on them."""
+def train_head_only(config: TrainConfig, pairs: Any = None, gold: Any = None) -> dict[str, Any]:
+    """`--head-only`: features from the frozen backbone (cached), a Bradley-Terry head fitted on
+    them. The pairs are featurised together, so they are held (a training set, not a pool)."""
     from synpref.rm.features import FeatureSpec
     from synpref.rm.head import fit_head_model
 
@@ -161,8 +163,9 @@ def train_head_only(config: TrainConfig) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     save_resolved_config(config, output)
     spec = FeatureSpec(config.model, config.max_length)
-    return fit_head_model(load_pairs(config.data, config.split), output, spec, feature_cache_root(config),
-                          gold=_load_gold(config.gold), l2=config.l2)
+    pairs = load_pairs(config.data, config.split) if pairs is None else as_pairs(pairs)
+    gold = _load_gold(config.gold) if gold is None else _gold_pairs(gold)
+    return fit_head_model(pairs, output, spec, feature_cache_root(config), gold=gold, l2=config.l2)
 
 
 def _token_cache(config: TrainConfig, pairs: Any, formatter: RewardFormatter, accelerator: Any):
@@ -177,6 +180,27 @@ def _token_cache(config: TrainConfig, pairs: Any, formatter: RewardFormatter, ac
     # Rebuilt every run: the others must not open the previous run's file before the new one is in place.
     with accelerator.local_main_process_first():
         return open_token_cache(root, source, config.split, formatter, build=builder)
+
+
+def write_gold_rewards(output: Path, chosen: list[float], rejected: list[float]) -> None:
+    """The saved model's rewards of the gold pairs, in gold order (written with the model)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = Path(output) / "gold_rewards.parquet.tmp"
+    pq.write_table(pa.table({"chosen": pa.array(chosen, pa.float64()), "rejected": pa.array(rejected, pa.float64())}), tmp)
+    tmp.replace(Path(output) / "gold_rewards.parquet")
+
+
+def with_gold_rewards(summary: dict[str, Any], output: Path) -> dict[str, Any]:
+    """`summary` with `gold_rewards`: (chosen, rejected) of the saved model, when it had gold."""
+    import pyarrow.parquet as pq
+
+    path = Path(output) / "gold_rewards.parquet"
+    if not path.is_file():
+        return summary
+    table = pq.read_table(path)
+    return {**summary, "gold_rewards": (table.column("chosen").to_pylist(), table.column("rejected").to_pylist())}
 
 
 def token_cache_root(config: TrainConfig) -> Path:
@@ -235,6 +259,13 @@ def _engine_owns_precision() -> bool:
 def _shard(global_batch: list[int], accelerator: Any) -> list[int]:
     size = len(global_batch) // accelerator.num_processes
     return global_batch[accelerator.process_index * size : (accelerator.process_index + 1) * size]
+
+
+def _gold_pairs(gold: Any):
+    pairs = as_pairs(gold)
+    if not pairs:
+        raise SynprefError("train: no gold pairs to evaluate on")
+    return pairs
 
 
 def _load_gold(spec: str | None):
@@ -420,6 +451,7 @@ class _Run:
             if state.best_gold_accuracy is None or accuracy > state.best_gold_accuracy:
                 state.best_gold_accuracy, state.best_step = accuracy, state.step
                 self._save_model()
+                write_gold_rewards(self.output, chosen, rejected)
         self.accelerator.wait_for_everyone()
         # Every process keeps the same record of the best, so any rank's checkpoint is right.
         from accelerate.utils import broadcast_object_list
@@ -465,4 +497,4 @@ class _Run:
             if self.writer is not None:
                 self.writer.close()
         self.accelerator.wait_for_everyone()
-        return summary
+        return with_gold_rewards(summary, self.output)

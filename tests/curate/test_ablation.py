@@ -6,25 +6,22 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 import yaml
 
 from synpref.curate.ablation import (
     CONDITIONS,
     LONGER,
+    Condition,
     bootstrap_interval,
     condition_sets,
     fold_of,
     per_source,
+    source_counts,
     summarise,
 )
-from synpref.data.models import Message, PreferencePair, pair_id
-
-
-def _pair(index: int, source: str = "s") -> PreferencePair:
-    return PreferencePair.model_construct(id=f"p{index}", conversation=[Message(role="user", content=f"q{index}")],
-                                          chosen=Message(role="assistant", content=f"good {index}"),
-                                          rejected=Message(role="assistant", content=f"bad {index}"), source=source, meta={})
+from synpref.data.workspace import Workspace
 
 
 def test_folds_are_a_seeded_hash_and_cover_every_pair_once():
@@ -36,17 +33,28 @@ def test_folds_are_a_seeded_hash_and_cover_every_pair_once():
     assert folds != [fold_of(i, 3, seed=1) for i in ids]
 
 
+class RowsStore(Workspace):
+    """A store of given (id, split, source) rows, without a workspace on disk: the columns
+    `condition_sets` and `source_counts` read."""
+
+    def __init__(self, rows: list[tuple[str, str, str]]):
+        self.rows = rows
+
+    def batches(self, split=None, *, columns=None, **_):
+        rows = [r for r in self.rows if split is None or r[1] == split]
+        yield pa.record_batch({"id": [r[0] for r in rows], "split": [r[1] for r in rows], "source": [r[2] for r in rows]}).select(columns)
+
+
 def test_condition_sets_follow_the_decisions():
-    pool = [_pair(i) for i in range(10)]
-    decisions = {"p0": {"action": "keep"}, "p1": {"action": "keep"}, "p2": {"action": "flip"}, "p3": {"action": "discard"}}
-    sets = condition_sets(pool, [_pair(100)], decisions, seed=0)
-    assert [p.id for p in sets["kept"]] == ["p0", "p1"]
-    flipped = sets["kept+flipped"][2]
-    assert (flipped.chosen.content, flipped.rejected.content) == ("bad 2", "good 2")
-    assert flipped.id == pair_id(flipped.conversation, flipped.chosen, flipped.rejected)  # a new pair, a new id
-    assert len(sets["random"]) == 2 and {p.id for p in sets["random"]} <= {p.id for p in pool}
-    assert [p.id for p in sets["gold"]] == ["p100"] and len(sets["raw"]) == 10
-    assert sets["random"] == condition_sets(pool, [], decisions, seed=0)["random"]
+    store = RowsStore([(f"p{i}", "pool", "s") for i in range(10)] + [("p100", "gold", "s")])
+    decisions = pa.table({"id": ["p0", "p1", "p2", "p3"], "action": ["keep", "keep", "flip", "discard"], "gold_p": [0.9] * 4})
+    sets = condition_sets(store, decisions, seed=0)
+    assert sets["kept"] == Condition(["p0", "p1"], [])
+    assert sets["kept+flipped"] == Condition(["p0", "p1", "p2"], ["p2"])  # p2 trains with chosen and rejected exchanged
+    assert len(sets["random"].ids) == 2 and set(sets["random"].ids) <= {f"p{i}" for i in range(10)}
+    assert sets["gold"].ids == ["p100"] and sets["raw"].ids == [f"p{i}" for i in range(10)]
+    assert sets["random"] == condition_sets(store, decisions, seed=0)["random"]
+    assert sets["random"].ids == ["p7", "p8"]  # sorted ids shuffled by Random(0)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_pairs():
@@ -77,8 +85,9 @@ def test_summary_pools_folds_and_pairs_the_differences():
 
 
 def test_per_source_counts_are_means_over_folds():
-    decisions = {"a": {"action": "keep", "gold_p": 0.9}, "b": {"action": "flip", "gold_p": 0.2}, "c": {"action": "discard", "gold_p": 0.6}}
-    fold = {"decisions": decisions, "pool_sources": {"a": "x", "b": "x", "c": "y"}}
+    store = RowsStore([("a", "pool", "x"), ("b", "pool", "x"), ("c", "pool", "y")])
+    decisions = pa.table({"id": ["a", "b", "c"], "action": ["keep", "flip", "discard"], "gold_p": [0.9, 0.2, 0.6]})
+    fold = {"source_counts": source_counts(store, decisions)}
     rows = per_source([fold, fold])
     assert rows == [
         {"source": "x", "pairs": 2.0, "kept": 1.0, "discarded": 0.0, "flipped": 1.0, "gold_rm_agrees": 0.5},
