@@ -7,7 +7,7 @@ WORKSPACE/curate.yaml when present) > the defaults below. Unknown keys are error
     judges:                       # the `synpref annotate` judges file, inline
       judges: [{name: smol, backend: local, model: smollm2-135m}]
       examples: 4
-    rm: {model: minilm-l6, max_steps: 60}
+    rm: {model: minilm-l6, max_steps: 60}   # synpref train's options (TrainConfig), but data/output/gold/split
     stage1: {iterations: 2, seed_size: 500}
     stage2: {margin: 0.1, rule: gold_and_either, flip: reversed_passes}
 """
@@ -28,10 +28,27 @@ Rule = Literal["gold_and_either", "gold_and_best", "gold_and_llm"]
 Flip = Literal["off", "all", "reversed_passes"]
 
 
-def _default_rm() -> dict[str, Any]:
-    # MiniLM trains ~8x faster than SmolLM2 on CPU; a GPU run sets a real backbone here.
-    return {"model": "minilm-l6", "max_length": 512, "batch_size": 8, "learning_rate": 3e-5,
-            "max_steps": 0, "epochs": 1, "seed": 0, "tensorboard": False, "log_every": 10}
+# MiniLM trains ~8x faster than SmolLM2 on CPU; a GPU run sets a real backbone here.
+RM_DEFAULTS = {"model": "minilm-l6", "max_length": 512, "batch_size": 8, "learning_rate": 3e-5,
+               "max_steps": 0, "epochs": 1, "seed": 0, "tensorboard": False, "log_every": 10}
+# Set by each step for the reward model it trains, not by the config.
+PER_RUN = ("data", "output", "gold", "split")
+
+
+def _rm_config() -> type[BaseModel]:
+    """`TrainConfig`'s options as a pydantic model (the loop's defaults above): `rm:` is checked
+    key by key and type by type when the curation config is read, not when a step trains.
+    `rm.model: length-baseline` is the 'longer wins' baseline (nothing to train)."""
+    from pydantic import create_model
+
+    from synpref.rm.config import config_fields
+
+    fields = {name: (kind, Field(RM_DEFAULTS.get(name, default), description=help))
+              for name, kind, default, help in config_fields() if name not in PER_RUN}
+    return create_model("RMConfig", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+RMConfig = _rm_config()
 
 
 class Stage1Config(BaseModel):
@@ -92,7 +109,7 @@ class CurateConfig(BaseModel):
     exact_index_max: int = Field(200_000, ge=0, description="larger pools get an HNSW index instead of exact search")
     k_max: int = Field(8, ge=1, description="neighbours per gold pair the RM gets wrong (the paper's 8)")
     judges: Optional[JobConfig] = None  # LLM judges; required unless stage2.rule is gold_and_best
-    rm: dict[str, Any] = Field(default_factory=_default_rm)  # TrainConfig keys for every RM trained here
+    rm: RMConfig = Field(default_factory=RMConfig)  # the training options of every RM trained here
     score_max_length: int = Field(512, ge=8, description="tokens per scored input (longer keep their end)")
     token_budget: int = Field(8192, ge=64, description="tokens per scoring batch, padding included")
     shard_size: int = Field(256, ge=1, description="pairs per Parquet shard: the unit of work and of resume")
@@ -105,7 +122,7 @@ class CurateConfig(BaseModel):
     judge_gate: JudgeGateConfig = Field(default_factory=JudgeGateConfig)
 
     def rm_options(self) -> dict[str, Any]:
-        return {**_default_rm(), **self.rm}
+        return self.rm.model_dump()
 
 
 def load_curate_config(workspace_root: Path, path: Path | None = None, overrides: list[str] | None = None) -> CurateConfig:

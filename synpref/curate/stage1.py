@@ -161,7 +161,7 @@ def _iteration(workspace, config: CurateConfig, number: int, directory: Path, go
     log(f"stage1 iter-{number}: training on {len(state['silver']):,} silver pairs")
     training = train_reward_model(config, silver, directory / "model", gold=gold, workspace_root=workspace.root)
     probabilities = _gold_p(directory, config, gold, workspace.root, training.get("gold_rewards"))
-    retrieved = _retrieve(workspace, config, directory, gold, probabilities, excluded)
+    retrieved = _retrieve(workspace, config, directory, gold, probabilities, excluded, log)
     log(f"stage1 iter-{number}: gold accuracy {training['best_gold_accuracy']}, retrieved {len(retrieved)} pairs; judging")
     verdicts = _judge(workspace, config, directory, _pairs(workspace, retrieved), gold)
     sent = _send_to_humans(workspace, config, directory, verdicts, number)
@@ -221,25 +221,25 @@ def _gold_p(directory: Path, config: CurateConfig, gold, workspace_root: Path, r
     return probabilities
 
 
-def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilities, excluded: set[str]) -> list[str]:
-    """Adaptive retrieval from the pool minus `excluded`; the gold pairs the RM gets most wrong ask first."""
+def _retrieve(workspace, config: CurateConfig, directory: Path, gold, probabilities, excluded: set[str], log) -> list[str]:
+    """Adaptive retrieval from the pool minus `excluded`; the gold pairs the RM gets most wrong
+    ask first. The pool's vectors are read from their shards as the search needs them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from synpref.retrieval.adaptive import adaptive_retrieve
-    from synpref.retrieval.index import build_index, nearest
+    from synpref.retrieval.embed import read_embeddings
+    from synpref.retrieval.neighbours import retrieve_neighbours
 
     path = directory / "retrieved.parquet"
     if path.is_file():
         return pq.read_table(path).column("id").to_pylist()
-    gold_ids, gold_vectors = _embeddings(workspace, config, "gold", [("gold", p) for p in gold])
-    pool_ids, pool_vectors = _embeddings(workspace, config, "pool", _pool_source(workspace))
-    keep = [i for i, pair_id in enumerate(pool_ids) if pair_id not in excluded]
-    index = build_index(pool_vectors[keep], exact_max=config.exact_index_max)
+    gold_ids, gold_vectors = read_embeddings(_embeddings(workspace, config, "gold", [("gold", p) for p in gold]))
+    pool = _embeddings(workspace, config, "pool", _pool_source(workspace))
     order = sorted(range(len(gold)), key=lambda i: (probabilities[i], gold[i].id))
     position = {pair_id: i for i, pair_id in enumerate(gold_ids)}
     queries = gold_vectors[[position[gold[i].id] for i in order]]
-    neighbours = nearest(index, queries, [pool_ids[i] for i in keep], config.k_max)
+    neighbours = retrieve_neighbours(pool, excluded, queries, config.k_max, exact_max=config.exact_index_max, log=log)
     retrieved = adaptive_retrieve([probabilities[i] for i in order], neighbours, excluded, config.k_max)
     retrieved = retrieved[: config.stage1.max_retrieved] if config.stage1.max_retrieved else retrieved
     table = pa.table({"id": [pool_id for pool_id, _ in retrieved],
@@ -260,14 +260,14 @@ def _pool_source(workspace):
     return lambda columns: workspace.batches("pool", columns=columns)
 
 
-def _embeddings(workspace, config: CurateConfig, split: str, rows):
-    """(ids, vectors) of a split, embedded shard by shard into WORKSPACE/embeddings/<model>/<split>/."""
-    from synpref.retrieval.embed import embeddings_dir, read_embeddings
+def _embeddings(workspace, config: CurateConfig, split: str, rows) -> list[Path]:
+    """The embedding shards of a split, embedded shard by shard into WORKSPACE/embeddings/<model>/<split>/."""
+    from synpref.retrieval.embed import embeddings_dir
 
     shards = write_shards(rows, stage1_dir(workspace) / split, config.shard_size)
     output = embeddings_dir(workspace.work_root, config.embedder) / split
     run_shards(EmbedJob(config.embedder, str(workspace.root)), shards, output, executor=config.executor, workers=config.ray_workers)
-    return read_embeddings([output / s.name for s in shards])
+    return [output / s.name for s in shards]
 
 
 def _judge(workspace, config: CurateConfig, directory: Path, retrieved, gold):

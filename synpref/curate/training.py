@@ -29,6 +29,7 @@ def train_reward_model(config: CurateConfig, pairs: Any, output: Path, *, gold: 
     model's (chosen, rejected) rewards of `gold`, so no caller loads the model to score gold.
     """
     from synpref.rm.config import TrainConfig
+    from synpref.rm.scorers import BASELINE_FILE, LENGTH_BASELINE
     from synpref.rm.trainer import train, with_gold_rewards
 
     summary_file = output / "training_summary.json"
@@ -46,23 +47,20 @@ def train_reward_model(config: CurateConfig, pairs: Any, output: Path, *, gold: 
     return train(TrainConfig(output=str(output), **options), pairs=pairs_table(pairs), gold=gold)
 
 
-LENGTH_BASELINE = "length-baseline"  # rm.model: the longer response wins; nothing to train
-BASELINE_FILE = "baseline.json"
-
-
 def _length_baseline(output: Path, gold: Any) -> dict[str, Any]:
-    """The 'longer wins' reward model as a directory the scorer factory loads (no weights): the
-    loop's machinery measured without a model (bench/scale.py)."""
+    """`rm.model: length-baseline`: the 'longer wins' reward model, nothing to train, as a
+    directory the scorer factory loads: the loop's machinery measured without a model
+    (bench/scale.py)."""
     from synpref.rm.data import as_pairs
     from synpref.rm.metrics import pairwise_accuracy
+    from synpref.rm.scorers import BASELINE_FILE, LENGTH_BASELINE, LengthScorer
     from synpref.rm.trainer import with_gold_rewards, write_gold_rewards
 
     output.mkdir(parents=True, exist_ok=True)
     (output / BASELINE_FILE).write_text(json.dumps({"kind": "length"}))
     summary: dict[str, Any] = {"mode": LENGTH_BASELINE, "steps": 0, "best_step": 0, "best_gold_accuracy": None}
     if gold is not None:
-        gold = as_pairs(gold)
-        chosen, rejected = [float(len(p.chosen.content)) for p in gold], [float(len(p.rejected.content)) for p in gold]
+        chosen, rejected = LengthScorer().score_pairs(as_pairs(gold))
         write_gold_rewards(output, chosen, rejected)
         summary["best_gold_accuracy"] = pairwise_accuracy(chosen, rejected)
     (output / "training_summary.json").write_text(json.dumps(summary, indent=2))
@@ -86,19 +84,12 @@ def pairs_table(pairs: Any):
 
 def load_scorer(model: str, config: CurateConfig, workspace_root: Path | None = None, *, max_length: int | None = None,
                 token_budget: int | None = None):
-    """A scorer with `score_pairs` for a fine-tuned or a head-only reward model directory."""
-    from synpref.rm.head import HeadScorer, is_head_model
+    """The scorer of a model the loop trained or was given (`synpref.rm.scorers.load_scorer`: a
+    directory, the length baseline or a server URL), head-only models from the workspace's features."""
+    from synpref.rm.scorers import load_scorer as scorer_for
 
-    if is_head_model(model):
-        from synpref.rm.models import cache_dir
-
-        root = feature_cache(workspace_root) if workspace_root is not None else cache_dir() / "features"
-        return HeadScorer(model, root, show_progress=False)
-    from synpref.rm.scorer import RewardScorer
-
-    return RewardScorer.from_pretrained(
-        model, max_length=max_length or config.score_max_length, token_budget=token_budget or config.token_budget, show_progress=False
-    )
+    return scorer_for(model, feature_cache=feature_cache(workspace_root) if workspace_root is not None else None,
+                      max_length=max_length or config.score_max_length, token_budget=token_budget or config.token_budget)
 
 
 def gold_probabilities(model: str, pairs: list[PreferencePair], config: CurateConfig, workspace_root: Path | None = None,
