@@ -38,13 +38,13 @@ def head(path: Path, count: int | None, skip: int = 0) -> list[str]:
 def heldout_accuracy(model: Path, lines: list[str], max_length: int) -> float:
     from synpref.data.models import PreferencePair
     from synpref.rm.metrics import pairwise_accuracy
-    from synpref.rm.scorer import RewardScorer
+    from synpref.rm.scorers import load_scorer
 
     pairs = []
     for line in lines:
         r = json.loads(line)
         pairs.append(PreferencePair(conversation=r["conversation"], chosen=r["chosen"], rejected=r["rejected"], source=r["source"]))
-    chosen, rejected = RewardScorer.from_pretrained(str(model), max_length=max_length, show_progress=False).score_pairs(pairs)
+    chosen, rejected = load_scorer(str(model), max_length=max_length).score_pairs(pairs)
     return pairwise_accuracy(chosen, rejected)
 
 

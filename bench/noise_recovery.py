@@ -50,10 +50,10 @@ def train(data: Path, output: Path, gold: Path, args, *, steps: int) -> dict:
 def accuracy(model: Path, records: list[dict]) -> float:
     from synpref.data.models import PreferencePair
     from synpref.rm.metrics import pairwise_accuracy
-    from synpref.rm.scorer import RewardScorer
+    from synpref.rm.scorers import load_scorer
 
     pairs = [PreferencePair(**{k: r[k] for k in ("conversation", "chosen", "rejected", "source")}) for r in records]
-    chosen, rejected = RewardScorer.from_pretrained(str(model), max_length=64, show_progress=False).score_pairs(pairs)
+    chosen, rejected = load_scorer(str(model), max_length=64).score_pairs(pairs)
     return pairwise_accuracy(chosen, rejected)
 
 

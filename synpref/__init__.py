@@ -4,10 +4,10 @@
     annotate/   LLM judges: attributes, pairwise judging, pre-verification
     label/      the human annotation app (gold labels)
     retrieval/  embeddings and nearest neighbours
-    rm/         reward models: load, format, score, train
+    rm/         reward models: load, format, score (in-process or through a server), train
     curate/     the curation loop: Stage 1 iterations, Stage 2 decisions, ablation, export
     eval/       `synpref eval`: the reward-model benchmarks, each scored by its authors' rules
-    serve/      the reward server, and clients of served models (`serve/remote.py`)
+    serve/      the reward server (its clients: `rm/remote.py`)
     reward/     rule-based verifiers beside the reward model (hybrid rewards)
     demo/       `synpref demo`: the whole loop on generated data
     cli.py      the `synpref` command; options.py builds each command from its config model

@@ -378,17 +378,6 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.1%}" if isinstance(value, float) else f"{value:,}"
 
 
-def _local_scorer(model: str, **options):
-    """The scorer for a model directory: head-only encoder models score from cached features."""
-    from synpref.rm.head import HeadScorer
-    from synpref.rm.models import cache_dir, head_kind
-    from synpref.rm.scorer import RewardScorer
-
-    if head_kind(model) == "encoder":
-        return HeadScorer(model, cache_dir() / "features", show_progress=options.get("show_progress"))
-    return RewardScorer.from_pretrained(model, **options)
-
-
 def _score_dtype(bf16: bool):
     """torch.bfloat16 for --bf16, else None (the model's own dtype)."""
     if not bf16:
@@ -398,7 +387,8 @@ def _score_dtype(bf16: bool):
     return torch.bfloat16
 
 
-MODEL_HELP = "reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id or a path"
+MODEL_HELP = ("reward model: an embedded name (smollm2-135m, minilm-l6), a Hugging Face id, a path, a server URL "
+              "(http://host:port; API key from SYNPREF_API_KEY) or length-baseline (reward = response length)")
 MAX_LENGTH_HELP = "longest input in tokens; longer ones are cut"
 
 
@@ -417,21 +407,13 @@ class EvalOptions(_Options):
 
 @command(app, "eval", EvalOptions)
 def eval_command(options: EvalOptions) -> None:
-    """Score a reward model on the reward-model benchmarks, each by its authors' rules.
-
-    --model may be a server URL (http://host:port); its API key is read from SYNPREF_API_KEY.
-    """
-    import os
-
+    """Score a reward model on the reward-model benchmarks, each by its authors' rules."""
     from synpref.eval.evaluate import evaluate, write_results
+    from synpref.rm.scorers import load_scorer
 
-    if options.model.startswith(("http://", "https://")):
-        from synpref.serve.remote import RemoteScorer
-
-        scorer = RemoteScorer(options.model, options.protocol, tokenizer=options.tokenizer, api_key=os.environ.get("SYNPREF_API_KEY"))
-    else:
-        scorer = _local_scorer(options.model, max_length=options.max_length, token_budget=options.token_budget,
-                               dtype=_score_dtype(options.bf16), show_progress=True)  # fmt: skip
+    scorer = load_scorer(options.model, max_length=options.max_length, token_budget=options.token_budget,
+                         dtype=_score_dtype(options.bf16), show_progress=True, protocol=options.protocol,
+                         tokenizer=options.tokenizer)  # fmt: skip
     run = evaluate(scorer, options.bench or ["all"], options.data_dir, console=console, download=options.download)
     written = _plots_skipped(lambda: write_results(run, options.output, options.model))
     if written is None:  # results.json and results.md come before the plots
@@ -535,6 +517,9 @@ def serve(options: ServeOptions) -> None:
     spec = _reward_spec_logged(config)  # before loading the model: a bad spec fails fast
     # Tokenization is batched on a thread of each HTTP process; Rust threads on top would fight the model for cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Not `synpref.rm.scorers.load_scorer`: the server cuts, batches and packs token ids itself
+    # (`scorer.formatter`, `scorer.score_ids`), which only a token-level `RewardScorer` has; a
+    # head-only decoder loads here as the plain classifier it also is (same rewards).
     scorer = RewardScorer.from_pretrained(
         model, max_length=options.max_length, token_budget=config.model_batch_tokens, dtype=_score_dtype(options.bf16), show_progress=False
     )
@@ -603,9 +588,10 @@ def reward_score(options: RewardScoreOptions) -> None:
     """Reward components per item, and how often the RM and the verifier disagree."""
     from synpref.reward.offline import score_file
     from synpref.reward.spec import load_spec
+    from synpref.rm.scorers import load_scorer
 
     reward_spec = load_spec(options.spec)
-    scorer = _local_scorer(options.model, max_length=options.max_length, show_progress=True)
+    scorer = load_scorer(options.model, max_length=options.max_length, show_progress=True)
     plotted = _plots_skipped(lambda: score_file(options.data, reward_spec, scorer, options.output))  # the plot comes last
     Console().print((options.output / "report.md").read_text(), highlight=False)
     console.print(f"wrote {options.output}/components.jsonl, report.md, {'rm_by_outcome.png, ' if plotted else ''}reward-spec.yaml")

@@ -192,14 +192,17 @@ class _Context:
     def _held_out_per_iteration(self) -> list[float]:
         """Accuracy of each Stage 1 iteration's RM on the held-out pairs (features are cached)."""
         from synpref.curate.stage1 import finished_iterations
-        from synpref.curate.training import load_scorer
+        from synpref.curate.training import feature_cache
         from synpref.rm.data import load_pairs
         from synpref.rm.metrics import pairwise_accuracy
+        from synpref.rm.scorers import load_scorer
 
         test = load_pairs(self.state.steps["data"]["files"]["test"])
-        found = []
+        config, found = self._curate_config(), []
         for iteration in finished_iterations(self.workspace):
-            chosen, rejected = load_scorer(str(iteration / "model"), self._curate_config(), self.workspace.root).score_pairs(test)
+            scorer = load_scorer(str(iteration / "model"), feature_cache=feature_cache(self.workspace.root),
+                                 max_length=config.score_max_length, token_budget=config.token_budget)
+            chosen, rejected = scorer.score_pairs(test)
             found.append(pairwise_accuracy(chosen, rejected))
         return found
 
@@ -250,9 +253,9 @@ class _Context:
         from synpref.eval.evaluate import evaluate, write_results
         from synpref.rm.data import load_pairs
         from synpref.rm.metrics import pairwise_accuracy
-        from synpref.rm.scorer import RewardScorer
+        from synpref.rm.scorers import load_scorer
 
-        scorer = RewardScorer.from_pretrained(self.state.steps["train"]["model"], max_length=512, show_progress=False)
+        scorer = load_scorer(self.state.steps["train"]["model"], max_length=512)
         test = load_pairs(self.state.steps["data"]["files"]["test"])
         chosen, rejected = scorer.score_pairs(test)
         held_out = pairwise_accuracy(chosen, rejected)

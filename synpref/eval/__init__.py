@@ -10,7 +10,7 @@
     evaluate.py     `evaluate`: every benchmark's texts scored once by one shared scorer; results files
     plots.py        PNG plots of a run
 
-Benchmarks never touch models; the scorer (local, or `synpref.serve.remote`) is handed in.
+Benchmarks never touch models; the scorer (`synpref.rm.scorers.load_scorer`: local, or a server) is handed in.
 """
 
 from synpref.eval.base import Benchmark, BenchResult, Item

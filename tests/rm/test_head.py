@@ -195,9 +195,9 @@ def test_a_head_only_encoder_is_refused_where_a_classifier_is_needed_and_scored_
     # Loaded as a sequence classifier, the directory would score with a fresh random head.
     with pytest.raises(SynprefError, match="is a head-only encoder reward model"):
         RewardScorer.from_pretrained(str(tmp_path / "model"))
-    from synpref.cli import _local_scorer
+    from synpref.rm.scorers import load_scorer
 
-    scorer = _local_scorer(str(tmp_path / "model"), max_length=128, show_progress=False)
+    scorer = load_scorer(str(tmp_path / "model"), max_length=128)
     expected = HeadScorer(tmp_path / "model", tmp_path / "cache").score_pairs(CONVERSATIONS)[0]
     got = scorer.score([[*p.conversation, p.chosen] for p in CONVERSATIONS])
     assert np.abs(np.array(got) - np.array(expected)).max() < 1e-6

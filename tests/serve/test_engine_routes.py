@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from synpref.rm.remote import PROTOCOLS, RemoteScorer  # noqa: E402
 from synpref.serve.app import create_app  # noqa: E402
 from synpref.serve.config import ServeConfig  # noqa: E402
-from synpref.serve.remote import PROTOCOLS, RemoteScorer  # noqa: E402
 from tests.conftest import live_server  # noqa: E402
 from tests.serve.test_server import CONVERSATIONS, messages  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Scorers behind HTTP, for `synpref eval --model http://...`: the same numbers, a remote model.
+"""Scorers behind HTTP, for any `--model http://...` (`synpref.rm.scorers.load_scorer`): the same
+numbers, a remote model.
 
 - `synpref`: a `synpref serve` server; conversations go as messages to POST /v1/score.
 - `openrlhf`: any server speaking OpenRLHF's POST /get_reward (`{"query": [text]}` ->
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import httpx
 
-from synpref.data.models import Message
+from synpref.data.models import Message, PreferencePair
 from synpref.errors import SynprefError
 
 PROTOCOLS = ("synpref", "openrlhf", "vllm", "sglang")
@@ -64,6 +65,12 @@ class RemoteScorer:
         for start in range(0, len(conversations), self.batch_size):
             scores += self._post(conversations[start : start + self.batch_size])
         return scores
+
+    def score_pairs(self, pairs: list[PreferencePair]) -> tuple[list[float], list[float]]:
+        """(chosen rewards, rejected rewards), as a local scorer's `score_pairs` gives them."""
+        conversations = [[*p.conversation, p.chosen] for p in pairs] + [[*p.conversation, p.rejected] for p in pairs]
+        rewards = self.score(conversations)
+        return rewards[: len(pairs)], rewards[len(pairs) :]
 
     def _post(self, batch: list[list[Message]]) -> list[float]:
         path, body = self._request(batch)
