@@ -29,8 +29,9 @@ def train_reward_model(config: CurateConfig, pairs: Any, output: Path, *, gold: 
     model's (chosen, rejected) rewards of `gold`, so no caller loads the model to score gold.
     """
     from synpref.rm.config import TrainConfig
+    from synpref.rm.saving import with_gold_rewards
     from synpref.rm.scorers import BASELINE_FILE, LENGTH_BASELINE
-    from synpref.rm.trainer import train, with_gold_rewards
+    from synpref.rm.trainer import train
 
     summary_file = output / "training_summary.json"
     if summary_file.is_file() and ((output / "config.json").is_file() or (output / BASELINE_FILE).is_file()):
@@ -53,8 +54,8 @@ def _length_baseline(output: Path, gold: Any) -> dict[str, Any]:
     (bench/scale.py)."""
     from synpref.rm.data import as_pairs
     from synpref.rm.metrics import pairwise_accuracy
+    from synpref.rm.saving import with_gold_rewards, write_gold_rewards
     from synpref.rm.scorers import BASELINE_FILE, LENGTH_BASELINE, LengthScorer
-    from synpref.rm.trainer import with_gold_rewards, write_gold_rewards
 
     output.mkdir(parents=True, exist_ok=True)
     (output / BASELINE_FILE).write_text(json.dumps({"kind": "length"}))

@@ -134,7 +134,7 @@ def fit_head_model(pairs, output: Path, spec: FeatureSpec, cache_root: Path, *, 
         # As `HeadScorer` scores them: the same features through the same saved head.
         import numpy as np
 
-        from synpref.rm.trainer import with_gold_rewards, write_gold_rewards
+        from synpref.rm.saving import with_gold_rewards, write_gold_rewards
 
         rewards = head.rewards(np.concatenate(gold_features)).tolist()
         write_gold_rewards(output, rewards[: len(gold)], rewards[len(gold) :])

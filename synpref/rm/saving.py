@@ -115,3 +115,24 @@ def _replace(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     temporary.replace(path)
+
+
+def write_gold_rewards(output: Path, chosen: list[float], rejected: list[float]) -> None:
+    """The saved model's rewards of the gold pairs, in gold order (written with the model)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = Path(output) / "gold_rewards.parquet.tmp"
+    pq.write_table(pa.table({"chosen": pa.array(chosen, pa.float64()), "rejected": pa.array(rejected, pa.float64())}), tmp)
+    tmp.replace(Path(output) / "gold_rewards.parquet")
+
+
+def with_gold_rewards(summary: dict[str, Any], output: Path) -> dict[str, Any]:
+    """`summary` with `gold_rewards`: (chosen, rejected) of the saved model, when it had gold."""
+    import pyarrow.parquet as pq
+
+    path = Path(output) / "gold_rewards.parquet"
+    if not path.is_file():
+        return summary
+    table = pq.read_table(path)
+    return {**summary, "gold_rewards": (table.column("chosen").to_pylist(), table.column("rejected").to_pylist())}

@@ -33,6 +33,7 @@ from synpref.rm.data import as_pairs, epoch_batches, load_pairs
 from synpref.rm.formatting import RewardFormatter
 from synpref.rm.loss import bradley_terry_loss, pair_metrics
 from synpref.rm.precision import MasterWeights
+from synpref.rm.saving import with_gold_rewards, write_gold_rewards
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -180,27 +181,6 @@ def _token_cache(config: TrainConfig, pairs: Any, formatter: RewardFormatter, ac
     # Rebuilt every run: the others must not open the previous run's file before the new one is in place.
     with accelerator.local_main_process_first():
         return open_token_cache(root, source, config.split, formatter, build=builder)
-
-
-def write_gold_rewards(output: Path, chosen: list[float], rejected: list[float]) -> None:
-    """The saved model's rewards of the gold pairs, in gold order (written with the model)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = Path(output) / "gold_rewards.parquet.tmp"
-    pq.write_table(pa.table({"chosen": pa.array(chosen, pa.float64()), "rejected": pa.array(rejected, pa.float64())}), tmp)
-    tmp.replace(Path(output) / "gold_rewards.parquet")
-
-
-def with_gold_rewards(summary: dict[str, Any], output: Path) -> dict[str, Any]:
-    """`summary` with `gold_rewards`: (chosen, rejected) of the saved model, when it had gold."""
-    import pyarrow.parquet as pq
-
-    path = Path(output) / "gold_rewards.parquet"
-    if not path.is_file():
-        return summary
-    table = pq.read_table(path)
-    return {**summary, "gold_rewards": (table.column("chosen").to_pylist(), table.column("rejected").to_pylist())}
 
 
 def token_cache_root(config: TrainConfig) -> Path:
