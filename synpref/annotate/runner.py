@@ -1,4 +1,10 @@
-"""Run an annotation task over a workspace's pairs: resumable, cached, bounded.
+"""Run an annotation task over a list of pairs: resumable, cached, bounded.
+
+`annotate_pairs` is the engine. It takes the target pairs and the gold example pairs as
+values, a directory for its logs, and the request cache, prompt templates and attributes to
+use; `run_job` (`synpref annotate`) is the same engine over a workspace's split, logging
+under WORKSPACE/annotate/<task>/, and a curation step (synpref/curate/judging.py) runs it
+over the pairs it chose, logging in its own directory.
 
 Every unit (one request a judge must answer) is skipped when the result log already holds
 its final record for the same request; otherwise it is served from the request cache, or
@@ -10,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 from synpref.annotate.aggregate import aggregate_pair
@@ -20,7 +27,15 @@ from synpref.annotate.backends import Backend, ChatRequest, RequestFailed, creat
 from synpref.annotate.cache import RequestCache
 from synpref.annotate.config import JobConfig, JudgeConfig
 from synpref.annotate.parsing import InvalidAnswer, parse_answer
-from synpref.annotate.store import judgments_log, latest, samples_log, task_dir, write_parquet
+from synpref.annotate.store import (
+    JUDGMENTS,
+    SAMPLES,
+    ResultLog,
+    latest,
+    samples_log,
+    task_dir,
+    write_parquet,
+)
 from synpref.annotate.tasks import (
     TASKS,
     Task,
@@ -30,7 +45,7 @@ from synpref.annotate.tasks import (
     prompt_environment,
 )
 from synpref.annotate.verifier_judge import VerifierBackend  # noqa: F401 (registers `backend: verifier`)
-from synpref.data.models import Attributes
+from synpref.data.models import Attributes, PreferencePair
 from synpref.errors import SynprefError
 
 
@@ -62,49 +77,88 @@ def run_job(
     pair_ids: Optional[set[str]] = None,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> JobSummary:
-    """Annotate up to `limit` pairs of `split` (only `pair_ids`, when given) with every judge.
+    """Annotate up to `limit` pairs of `split` (only `pair_ids`, when given) with every judge,
+    the workspace's gold pairs as examples, logging under WORKSPACE/annotate/<task>/.
 
-    `progress(finished, total)` is called after each unit. See the module docstring.
+    A weighted judge task weighs each judge by its agreement with the workspace's gold so
+    far. `progress(finished, total)` is called after each unit. See the module docstring.
     """
-    if task_name not in TASKS:
-        raise SynprefError(f"unknown task {task_name!r}; known: {', '.join(TASKS)}")
-    task = TASKS[task_name]
-    context = build_context(workspace, config)
-    pairs = select_pairs(workspace, task, context, split, limit, pair_ids)
-    units = [(unit, judge) for pair in pairs for judge in config.judges for unit in task.units(pair, judge, context)]
-    summary = JobSummary(task=task_name, pairs=len(pairs), units=len(units))
-    log = samples_log(workspace.root, task_name)
-    finished = {record_key(r): r for r in log.read() if r["final"]}
-    pending = [(u, j) for u, j in units if unit_key(u, first_request(task, u, j, config)) not in finished]
-    summary.already_done = len(units) - len(pending)
-    asyncio.run(run_units(pending, task, config, RequestCache(workspace.llm_cache_dir), log, summary, progress))
-    records = latest(log.read(), "pair_id", "judge", "part")
-    write_parquet(records, task_dir(workspace.root, task_name) / "samples.parquet")
-    if task_name == "judge":
-        summary.judgments = aggregate_finished(workspace, units, task, config)
-    return summary
+    from synpref.annotate.judge_agreement import gold_agreement
 
-
-def build_context(workspace, config: JobConfig) -> TaskContext:
-    prompts = prompt_environment(workspace.root)
-    return TaskContext(
-        config=config,
-        prompts=prompts,
-        guideline=load_guideline(prompts),
+    task = find_task(task_name)
+    attributes = load_attributes(workspace.root)
+    return annotate_pairs(
+        task_name, config, select_pairs(workspace, task, config, attributes, split, limit, pair_ids),
         gold=[pair for _split, pair in workspace.iter_pairs("gold")],
-        attributes=load_attributes(workspace.root),
+        directory=task_dir(workspace.root, task_name),
+        cache_dir=workspace.llm_cache_dir,
+        prompts_root=workspace.root,
+        attributes=attributes,
+        measured_agreement=lambda: gold_agreement(workspace),
+        progress=progress,
     )
 
 
-def select_pairs(workspace, task: Task, context: TaskContext, split, limit, pair_ids) -> list:
+def annotate_pairs(
+    task_name: str,
+    config: JobConfig,
+    pairs: Iterable[PreferencePair],
+    *,
+    gold: list[PreferencePair],
+    directory: Path,
+    cache_dir: Path,
+    prompts_root: Optional[Path] = None,
+    attributes: Optional[dict[str, Attributes]] = None,
+    measured_agreement: Optional[Callable[[], dict[str, float]]] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> JobSummary:
+    """Annotate `pairs` with every judge; results are logged under their own ids in `directory`.
+
+    `gold`: the human-labelled pairs the judge task shows as examples. `directory`: where the
+    samples log (and, judge task, the judgments log) and their Parquet snapshots live; a rerun
+    with the same directory resumes. `cache_dir`: the request cache. `prompts_root`: a
+    workspace whose prompts/ overrides the package's templates. `attributes`: {pair id:
+    Attributes} shown in the judge prompts. `measured_agreement()`: read once the units ran,
+    {judge: agreement with gold}, which replaces a judge's configured weight when the job
+    combines by weight. `progress(finished, total)` is called after each unit.
+    """
+    task = find_task(task_name)
+    context = build_context(config, gold, attributes or {}, prompts_root)
+    pairs = list({pair.id: pair for pair in pairs}.values())  # a pair listed twice is one piece of work
+    units = [(unit, judge) for pair in pairs for judge in config.judges for unit in task.units(pair, judge, context)]
+    summary = JobSummary(task=task_name, pairs=len(pairs), units=len(units))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    log = ResultLog(directory / SAMPLES)
+    finished = {record_key(r): r for r in log.read() if r["final"]}
+    pending = [(u, j) for u, j in units if unit_key(u, first_request(task, u, j, config)) not in finished]
+    summary.already_done = len(units) - len(pending)
+    asyncio.run(run_units(pending, task, config, RequestCache(cache_dir), log, summary, progress))
+    write_parquet(latest(log.read(), "pair_id", "judge", "part"), directory / "samples.parquet")
+    if task_name == "judge":
+        summary.judgments = aggregate_finished(directory, units, task, config, measured_agreement)
+    return summary
+
+
+def find_task(task_name: str) -> Task:
+    if task_name not in TASKS:
+        raise SynprefError(f"unknown task {task_name!r}; known: {', '.join(TASKS)}")
+    return TASKS[task_name]
+
+
+def build_context(config: JobConfig, gold: list[PreferencePair], attributes: dict[str, Attributes], prompts_root) -> TaskContext:
+    prompts = prompt_environment(prompts_root)
+    return TaskContext(config=config, prompts=prompts, guideline=load_guideline(prompts), gold=list(gold), attributes=attributes)
+
+
+def select_pairs(workspace, task: Task, config: JobConfig, attributes: dict[str, Attributes], split, limit, pair_ids) -> list:
     split = split or task.default_split
     pairs = []
     for _split, pair in workspace.iter_pairs(split):
         if pair_ids is not None and pair.id not in pair_ids:
             continue  # e.g. the pairs Stage 1 retrieved
-        if task.name == "preverify" and context.config.objective_only:
-            attributes = context.attributes.get(pair.id)
-            if attributes is None or attributes.objectivity != "objective":
+        if task.name == "preverify" and config.objective_only:
+            if pair.id not in attributes or attributes[pair.id].objectivity != "objective":
                 continue  # pre-verification is for objective pairs (DESIGN.md Stage 1, step 1)
         pairs.append(pair)
         if limit is not None and len(pairs) >= limit:
@@ -229,19 +283,17 @@ def account(summary: JobSummary, record: dict, judge: JudgeConfig, completion) -
         totals["cost"] += cost
 
 
-def aggregate_finished(workspace, units, task: Task, config: JobConfig) -> int:
+def aggregate_finished(directory: Path, units, task: Task, config: JobConfig, measured_agreement=None) -> int:
     """Append a `Judgment` for each pair whose units are all final and not yet aggregated."""
-    from synpref.annotate.judge_agreement import gold_agreement
-
-    records = {record_key(r): r for r in samples_log(workspace.root, "judge").read() if r["final"]}
+    records = {record_key(r): r for r in ResultLog(directory / SAMPLES).read() if r["final"]}
     by_pair: dict[str, list] = defaultdict(list)
     for unit, judge in units:
         by_pair[unit.pair_id].append(records.get(unit_key(unit, first_request(task, unit, judge, config))))
-    log = judgments_log(workspace.root)
+    log = ResultLog(directory / JUDGMENTS)
     done = {(r["pair_id"], r["signature"]) for r in log.read()}
     weights = None
     if config.combine == "weighted":
-        measured = gold_agreement(workspace)
+        measured = measured_agreement() if measured_agreement else {}
         weights = {j.name: measured.get(j.name, j.weight) for j in config.judges}
     added = 0
     for pair_id, pair_records in by_pair.items():
@@ -259,5 +311,5 @@ def aggregate_finished(workspace, units, task: Task, config: JobConfig) -> int:
             "agreement": judgment.confidence, "votes": votes, "judgment": judgment.model_dump(mode="json"),
         })
         added += 1
-    write_parquet(latest(log.read(), "pair_id"), task_dir(workspace.root, "judge") / "judgments.parquet")
+    write_parquet(latest(log.read(), "pair_id"), directory / "judgments.parquet")
     return added

@@ -1,4 +1,5 @@
-"""Where annotation results live: WORKSPACE/annotate/<task>/.
+"""Where annotation results live: one directory per run of a task, WORKSPACE/annotate/<task>/
+for `synpref annotate`, a curation step's own directory when it judges the pairs it chose.
 
     samples.jsonl      one record per finished request unit, appended and flushed to disk
                        as each completes: a job killed at any moment loses nothing finished
@@ -15,6 +16,9 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+SAMPLES = "samples.jsonl"
+JUDGMENTS = "judgments.jsonl"
 
 
 class ResultLog:
@@ -54,11 +58,11 @@ def task_dir(workspace_root: Path, task: str) -> Path:
 
 
 def samples_log(workspace_root: Path, task: str) -> ResultLog:
-    return ResultLog(task_dir(workspace_root, task) / "samples.jsonl")
+    return ResultLog(task_dir(workspace_root, task) / SAMPLES)
 
 
 def judgments_log(workspace_root: Path) -> ResultLog:
-    return ResultLog(task_dir(workspace_root, "judge") / "judgments.jsonl")
+    return ResultLog(task_dir(workspace_root, "judge") / JUDGMENTS)
 
 
 def latest(records: list[dict[str, Any]], *key_fields: str) -> list[dict[str, Any]]:

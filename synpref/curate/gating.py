@@ -11,7 +11,8 @@ not errors. On gold without references it decides nothing and gets weight 0. A j
 SmolLM2 says "Candidate 1" to everything) thus changes no decision: with no judge left, the
 Stage 2 rule reads only the reward models, which is the RM-only rule.
 
-    <stage dir>/gating/<judge>/      that judge's labelling of the calibration sample
+    <stage dir>/gating/<judge>/      that judge's annotation logs for the calibration sample
+                                     (synpref/annotate/store.py), which resume a killed gate
     <stage dir>/gating.json          per judge: n, correct, accuracy, p-value, weight, why
 """
 

@@ -1,11 +1,14 @@
-"""Judging of a chosen list of pairs: LLM judges through the annotation engine (`run_job`),
-verifier judges (`backend: verifier`) through the rule verifiers, one vote each.
+"""Judging of a chosen list of pairs: LLM judges through the annotation engine
+(synpref/annotate/runner.py `annotate_pairs`), verifier judges (`backend: verifier`) through
+the rule verifiers, one vote each.
 
-`run_job` selects pairs by split, so the pairs to judge are put in a small selection
-workspace of their own: the gold pairs (the judges' examples) as `gold`, the targets as
-`pool`. It shares the main workspace's LLM cache, so a rerun never pays twice, and its
-annotation logs make a killed judging job resume where it stopped. Verifier judges need no
-selection workspace: they read each pair's reference (synpref/annotate/verifier_judge.py).
+The engine is handed the pairs to judge and the gold pairs (the judges' examples) as they
+are, under their own ids, and keeps its logs in the directory the caller names (a Stage 1
+iteration's judge-workspace/, a Stage 2 shard's, a gated judge's gating/<judge>/; no
+workspace is made there): its samples log makes a killed judging job resume where it
+stopped, and the main workspace's LLM cache means a rerun never pays twice. Prompts and
+attributes are the main workspace's. Verifier judges read each pair's reference
+(synpref/annotate/verifier_judge.py) and write nothing there.
 
 Each judge's verdict (an LLM's after self-consistency) is then combined as the job says
 (majority, or weighted by the judges' measured weights); a judge that is unsure abstains.
@@ -13,14 +16,10 @@ Each judge's verdict (an LLM's after self-consistency) is then combined as the j
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from synpref.data.models import PreferencePair
-
-CONFIG_FILE = "synpref.yaml"
 
 
 class PairVerdict(NamedTuple):
@@ -32,7 +31,7 @@ class PairVerdict(NamedTuple):
 
 def judge_pairs(workspace_root: Path, pairs: list[PreferencePair], gold: list[PreferencePair], job: dict[str, Any], directory: Path) -> dict[str, PairVerdict]:
     """{pair id: PairVerdict} of the judges for `pairs`; a pair an LLM judge could not finish
-    has that judge abstaining."""
+    has that judge abstaining. The LLM judges' logs go in `directory`: a rerun resumes them."""
     from synpref.annotate.aggregate import combine, self_consistency
     from synpref.annotate.cache import RequestCache
     from synpref.annotate.verifier_judge import is_verifier_judge, verify_pairs
@@ -44,7 +43,7 @@ def judge_pairs(workspace_root: Path, pairs: list[PreferencePair], gold: list[Pr
     votes: dict[str, dict[str, str]] = {pair.id: {judge_name(j): "unsure" for j in job["judges"]} for pair in pairs}
     reasons: dict[str, str] = {}
     if rule_judges:
-        for pair_id, (verdict, reason) in verify_pairs(pairs, RequestCache(Path(workspace_root) / "cache" / "llm")).items():
+        for pair_id, (verdict, reason) in verify_pairs(pairs, RequestCache(llm_cache_dir(workspace_root))).items():
             votes[pair_id].update({name: verdict for name in rule_judges})
             reasons[pair_id] = reason
     if llm_judges:
@@ -65,54 +64,22 @@ def judge_name(judge: dict[str, Any]) -> str:
     return judge.get("name") or judge["model"]
 
 
-def _llm_votes(workspace_root, pairs, gold, job: dict[str, Any], directory: Path):
+def _llm_votes(workspace_root: Path, pairs: list[PreferencePair], gold: list[PreferencePair], job: dict[str, Any], directory: Path):
     """(pair id, judge, its sample verdicts) from the LLM judges' aggregated judgments."""
     from synpref.annotate.config import JobConfig
-    from synpref.annotate.runner import run_job
-    from synpref.annotate.store import judgments_log, latest
+    from synpref.annotate.runner import annotate_pairs, load_attributes
+    from synpref.annotate.store import JUDGMENTS, ResultLog, latest
 
-    selection = _selection_workspace(Path(workspace_root), pairs, gold, directory)
-    run_job(selection, "judge", JobConfig.model_validate(job), split="pool")
+    annotate_pairs("judge", JobConfig.model_validate(job), pairs, gold=gold, directory=directory,
+                   cache_dir=llm_cache_dir(workspace_root), prompts_root=workspace_root,
+                   attributes=load_attributes(workspace_root))
     wanted = {pair.id for pair in pairs}
-    for record in latest(judgments_log(selection.root).read(), "pair_id"):
+    for record in latest(ResultLog(Path(directory) / JUDGMENTS).read(), "pair_id"):
         if record["pair_id"] in wanted:
             for judge, samples in record["votes"].items():
                 yield record["pair_id"], judge, samples
 
 
-def _selection_workspace(workspace_root: Path, pairs: list[PreferencePair], gold: list[PreferencePair], directory: Path):
-    from synpref.data.ingest import IngestOptions, ingest
-    from synpref.data.workspace import Workspace
-
-    directory.mkdir(parents=True, exist_ok=True)
-    # The main workspace's config, so its Stage 0 limits accept the pairs it already holds.
-    shutil.copyfile(workspace_root / CONFIG_FILE, directory / CONFIG_FILE)
-    selection = Workspace(directory)
-    _link(workspace_root / "cache" / "llm", directory / "cache" / "llm")
-    attributes = workspace_root / "annotate" / "attributes" / "samples.jsonl"
-    if attributes.is_file() and not (directory / "annotate" / "attributes" / "samples.jsonl").is_file():
-        (directory / "annotate" / "attributes").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(attributes, directory / "annotate" / "attributes" / "samples.jsonl")
-    for split, items in (("gold", gold), ("pool", pairs)):
-        if not items:
-            continue  # e.g. no gold left for examples when all of it calibrates the judges
-        path = directory / f"{split}.jsonl"
-        if not path.is_file():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(_record(p)) + "\n" for p in items))
-            tmp.replace(path)
-        ingest(selection, IngestOptions([str(path)], split=split, workers=1))  # resumes; repeats are duplicates
-    return selection
-
-
-def _record(pair: PreferencePair) -> dict[str, Any]:
-    return {"conversation": [m.model_dump() for m in pair.conversation], "chosen": pair.chosen.model_dump(),
-            "rejected": pair.rejected.model_dump(), "source": pair.source, "meta": pair.meta,
-            "reference": pair.reference.model_dump() if pair.reference else None}
-
-
-def _link(target: Path, link: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target.resolve(), target_is_directory=True)
+def llm_cache_dir(workspace_root: Path) -> Path:
+    """The main workspace's LLM cache (`Workspace.llm_cache_dir`), shared by every judging run."""
+    return Path(workspace_root) / "cache" / "llm"

@@ -9,9 +9,15 @@ import shutil
 import pytest
 
 from synpref.curate.config import CurateConfig
-from synpref.curate.gating import binomial_p_value, gated_job, judge_weight
+from synpref.curate.gating import (
+    binomial_p_value,
+    calibration_split,
+    gate_judges,
+    gated_job,
+    judge_weight,
+)
 from tests.annotate.fault_injector import FaultInjector
-from tests.curate.conftest import is_right, make_workspace
+from tests.curate.conftest import is_right, make_workspace, oracle_answer, oracle_judges
 
 
 def test_binomial_p_values_are_exact():
@@ -93,3 +99,23 @@ def test_a_judge_at_chance_gets_weight_0_and_changes_nothing_a_good_one_does(tmp
     assert sharp_gate[0]["correct"] >= 11 and sharp_gate[0]["weight"] == pytest.approx(2 * sharp_gate[0]["correct"] / 12 - 1)
     assert coin == without  # weight 0: exactly the RM-only decisions
     assert sharp != without  # a judge that earned its say moves decisions
+
+
+def test_the_gate_judges_its_calibration_pairs_in_its_own_folder_and_a_rerun_pays_nothing(tmp_path):
+    workspace = make_workspace(tmp_path)
+    gold = [pair for _, pair in workspace.iter_pairs("gold")]
+    gate = tmp_path / "stage"
+    with FaultInjector(answer=oracle_answer) as server:
+        job = oracle_judges(server.url)
+        _, report = gate_judges(workspace.root, job, gold, gate, size=6, alpha=0.05, log=lambda _: None)
+        asked = len(server.received)
+        (gate / "gating.json").unlink()  # as if killed before the report was written
+        shutil.rmtree(workspace.llm_cache_dir)  # the judge's samples log alone resumes it
+        _, again = gate_judges(workspace.root, job, gold, gate, size=6, alpha=0.05, log=lambda _: None)
+    assert (asked, len(server.received)) == (6, 6)
+    assert again == report and (report[0]["n"], report[0]["correct"], report[0]["weight"]) == (6, 6, 1.0)
+    logs = gate / "gating" / "oracle"
+    assert sorted(p.name for p in logs.iterdir()) == ["judgments.jsonl", "judgments.parquet", "samples.jsonl", "samples.parquet"]
+    calibration, _examples = calibration_split(gold, 6, 0)
+    judged = [json.loads(line) for line in (logs / "judgments.jsonl").read_text().splitlines()]
+    assert {r["pair_id"]: r["verdict"] for r in judged} == {p.id: "chosen" for p in calibration}
