@@ -105,8 +105,8 @@ class JudgeGateConfig(BaseModel):
 class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    embedder: str = Field("minilm-l6", description="sentence-transformers model: embedded name, path or Hub id")
-    exact_index_max: int = Field(200_000, ge=0, description="larger pools get an HNSW index instead of exact search")
+    embedder: str = Field("minilm-l6", description="sentence-transformers model: embedded name, path or Hub id; or hashing (feature hashing, for measuring the machinery)")
+    exact_index_max: int = Field(200_000, ge=0, description="larger pools are searched through a compressed faiss IVF-PQ index (recall@k logged) instead of exactly")
     k_max: int = Field(8, ge=1, description="neighbours per gold pair the RM gets wrong (the paper's 8)")
     judges: Optional[JobConfig] = None  # LLM judges; required unless stage2.rule is gold_and_best
     rm: RMConfig = Field(default_factory=RMConfig)  # the training options of every RM trained here

@@ -4,7 +4,7 @@ the rule verifiers, one vote each.
 
 The engine is handed the pairs to judge and the gold pairs (the judges' examples) as they
 are, under their own ids, and keeps its logs in the directory the caller names (a Stage 1
-iteration's judge-workspace/, a Stage 2 shard's, a gated judge's gating/<judge>/; no
+iteration's judging/, a Stage 2 shard's (runs/stage2/judging/<shard>/), a gated judge's gating/<judge>/; no
 workspace is made there): its samples log makes a killed judging job resume where it
 stopped, and the main workspace's LLM cache means a rerun never pays twice. Prompts and
 attributes are the main workspace's. Verifier judges read each pair's reference

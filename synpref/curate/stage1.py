@@ -283,7 +283,7 @@ def _judge(workspace, config: CurateConfig, directory: Path, retrieved, gold):
         return {r["id"]: PairVerdict(r["verdict"], r["agreement"], r.get("decided_by") or ("llm" if r["verdict"] in DECIDED else ""),
                                      r.get("reason") or "") for r in table}
     job = judges_with_say(workspace, config, gold)
-    verdicts = judge_pairs(workspace.root, retrieved, gold, job, directory / "judge-workspace") if job else {}
+    verdicts = judge_pairs(workspace.root, retrieved, gold, job, directory / "judging") if job else {}
     verdicts = {p.id: verdicts.get(p.id, PairVerdict("unsure", 0.0, "")) for p in retrieved}
     table = pa.table({"id": list(verdicts), "verdict": [v.verdict for v in verdicts.values()],
                       "agreement": pa.array([v.agreement for v in verdicts.values()], pa.float64()),

@@ -181,7 +181,7 @@ def _judge(workspace, config: CurateConfig, run: Path, shards: list[Path], out_o
     job = judges_with_say(workspace, config, gold)
     if job is None:
         return False  # no judge earned a say: the rule reads the reward models only
-    job = JudgeJob(str(workspace.root), job, frozenset(selected), gold, str(run / "judge-workspaces"))
+    job = JudgeJob(str(workspace.root), job, frozenset(selected), gold, str(run / "judging"))
     run_shards(job, shards, run / "judgments", executor=config.executor, workers=config.ray_workers)
     return True
 

@@ -30,7 +30,7 @@ def _prefers_good(body: dict) -> str:
 def test_pairs_passed_as_values_are_judged_under_their_ids_and_a_rerun_sends_only_what_failed(tmp_path):
     pairs = [_pair(n, flipped=n % 2 == 1) for n in range(4)]
     gold = [_pair(10, flipped=False)]
-    directory, cache = tmp_path / "stage" / "judge-workspace", tmp_path / "cache" / "llm"
+    directory, cache = tmp_path / "stage" / "judging", tmp_path / "cache" / "llm"
     # The second request fails for good (no retries): that unit stays open, the others finish.
     with FaultInjector(["ok", "500"], answer=_prefers_good) as server:
         config = JobConfig(judges=[fault_injector_judge(server.url, max_retries=0)], examples=1)
