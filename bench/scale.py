@@ -21,6 +21,10 @@ Printed per stage: time and peak RSS at each N, and the ratios the scale rule as
 (RSS at the largest N / at the middle one, RSS growth over the smallest, time ratio).
 
     python bench/scale.py [--pairs 1000 100000 1000000] [--workdir /tmp/synpref-scale]
+                          [--stages train] [--json results.json]
+
+`--stages` reruns only those stages on the workspaces an earlier run left in --workdir (their
+other figures are read back from --json).
 """
 
 from __future__ import annotations
@@ -82,21 +86,21 @@ def tiny_llama(directory: Path) -> Path:
     return directory
 
 
-def run_size(pairs: int, workdir: Path, model: Path) -> dict[str, dict]:
+def run_size(pairs: int, workdir: Path, model: Path, stages=STAGES, earlier: dict | None = None) -> dict[str, dict]:
     root = workdir / f"n{pairs}"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    pool_file = root / "pool.jsonl"
-    build_pool(pairs, pool_file)
-    workspace = root / "ws"
+    workspace, pool_file = root / "ws", root / "pool.jsonl"
     synpref = [sys.executable, "-m", "synpref"]
-    setup = run_measured([*synpref, "init", str(workspace)])
-    gold = run_measured([*synpref, "ingest", str(SHARED / "gold.jsonl.gz"), "-w", str(workspace), "--split", "gold", "--workers", "1"])
-    for step in (setup, gold):
-        if step["rc"]:
-            raise SystemExit(step["output"])
-    (workspace / "curate.yaml").write_text(json.dumps(CURATE))
+    if "ingest" in stages:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        build_pool(pairs, pool_file)
+        setup = run_measured([*synpref, "init", str(workspace)])
+        gold = run_measured([*synpref, "ingest", str(SHARED / "gold.jsonl.gz"), "-w", str(workspace), "--split", "gold", "--workers", "1"])
+        for step in (setup, gold):
+            if step["rc"]:
+                raise SystemExit(step["output"])
+        (workspace / "curate.yaml").write_text(json.dumps(CURATE))
     commands = {
         "ingest": [*synpref, "ingest", str(pool_file), "-w", str(workspace), "--split", "pool"],
         "stage1": [*synpref, "curate", "stage1", "-w", str(workspace)],
@@ -106,8 +110,11 @@ def run_size(pairs: int, workdir: Path, model: Path) -> dict[str, dict]:
                   "--model", str(model), "--max-steps", "20", "--batch-size", "8", "--max-length", "512", "--log-every", "10",
                   "--token-cache", str(root / "token-cache")],
     }
-    results = {}
-    for stage in STAGES:
+    results = dict(earlier or {})
+    for stage in stages:
+        if stage == "train":
+            shutil.rmtree(root / "rm", ignore_errors=True)
+            shutil.rmtree(root / "token-cache", ignore_errors=True)
         measured = run_measured(commands[stage])
         if measured["rc"]:
             raise SystemExit(f"{stage} at {pairs:,} pairs failed:\n{measured['output'][-4000:]}")
@@ -115,7 +122,7 @@ def run_size(pairs: int, workdir: Path, model: Path) -> dict[str, dict]:
         print(f"  {pairs:>9,} {stage:<7} {measured['seconds']:8.1f} s  {measured['peak_rss_gb'] * 1024:7.0f} MiB", flush=True)
     results["curated_pairs"] = json.loads((workspace / "runs" / "stage2" / "summary.json").read_text())
     results["disk_gb"] = round(sum(p.stat().st_size for p in workspace.rglob("*") if p.is_file()) / 2**30, 3)
-    pool_file.unlink()
+    pool_file.unlink(missing_ok=True)
     return results
 
 
@@ -124,15 +131,20 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/synpref-scale"))
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     args = parser.parse_args()
+    earlier = {}
+    if args.json and args.json.is_file():
+        earlier = {int(n): figures for n, figures in json.loads(args.json.read_text()).items()}
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = tiny_llama(args.workdir / "tiny-llama")
     print(f"loop RMs: length baseline; embedder: hashing (256 dims); training: tiny Llama {model}")
     results = {}
     for pairs in args.pairs:
         started = time.perf_counter()
-        results[pairs] = run_size(pairs, args.workdir, model)
+        results[pairs] = run_size(pairs, args.workdir, model, args.stages, earlier.get(pairs))
         print(f"  {pairs:>9,} pairs: {time.perf_counter() - started:.0f} s in all, workspace {results[pairs]['disk_gb']} GB", flush=True)
+    results = {**earlier, **results}
     sizes = sorted(results)
     print("\n| stage | " + " | ".join(f"{n:,}: s, MiB" for n in sizes) + " | RSS largest/middle | RSS growth over smallest | time largest/middle |")
     print("|---|" + "---|" * (len(sizes) + 3))
