@@ -96,12 +96,14 @@ def build_index_from_shards(
 
 def build_compressed_index(
     chunks: Callable[[], Iterable[Any]], count: int, dimension: int, *,
-    pq_bytes: int = PQ_BYTES, log: Callable[[str], None] | None = None,
+    pq_bytes: int = PQ_BYTES, queries: Any = None, recall_k: int = RECALL_K, log: Callable[[str], None] | None = None,
 ) -> Any:
     """IVF-PQ over `count` vectors that `chunks()` yields in order (each call a fresh pass).
 
-    Two passes: the first keeps a uniform sample to train on and the recall queries, the second
-    adds every chunk and, alongside, computes the queries' exact neighbours.
+    Two passes: the first keeps a uniform sample to train on and RECALL_QUERIES of the vectors
+    as recall queries (each leaves itself out), the second adds every chunk and, alongside,
+    computes the recall queries' exact neighbours. With `queries` (what the index is built to
+    answer), recall is measured on up to RECALL_QUERIES of those instead.
     """
     import faiss
     import numpy as np
@@ -112,7 +114,13 @@ def build_compressed_index(
     rng = np.random.default_rng(0)
     train_positions = np.sort(rng.choice(count, min(count, TRAIN_PER_LIST * lists), replace=False))
     query_positions = np.sort(rng.choice(count, min(count, RECALL_QUERIES), replace=False))
-    train, queries = _gather(chunks(), [train_positions, query_positions])
+    train, own = _gather(chunks(), [train_positions, query_positions])
+    if queries is None:
+        queries, measured_on = own, f"{len(own)} of its vectors"
+    else:
+        sample = np.sort(rng.choice(len(queries), min(len(queries), RECALL_QUERIES), replace=False))
+        measured_on, query_positions = f"{len(sample)} of the {len(queries)} queries", None
+        queries = np.ascontiguousarray(queries[sample], dtype=np.float32)
     index = faiss.index_factory(dimension, f"IVF{lists},PQ{pq_bytes}", faiss.METRIC_INNER_PRODUCT)
     ivfpq = faiss.downcast_index(index)
     ivfpq.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CODE
@@ -122,17 +130,17 @@ def build_compressed_index(
     index.train(train)
     del train
     faiss.extract_index_ivf(index).nprobe = max(1, round(lists * PROBE_FRACTION))
-    exact = _ExactTopK(queries, RECALL_K + 1)
+    exact = _ExactTopK(queries, recall_k + (query_positions is not None))
     for vectors in chunks():
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         exact.add(vectors)
         index.add(vectors)
     if index.ntotal != count:
         raise ValueError(f"chunks held {index.ntotal:,} vectors, expected {count:,}")
-    recall = _recall(index, queries, exact.positions(), RECALL_K, query_positions)
+    recall = _recall(index, queries, exact.positions(), recall_k, query_positions)
     if log is not None:
         log(f"index: IVF{lists},PQ{pq_bytes} nprobe {faiss.extract_index_ivf(index).nprobe} over {count:,} vectors, "
-            f"recall@{RECALL_K} {recall:.3f} against exact on {len(query_positions)} queries")
+            f"recall@{recall_k} {recall:.3f} against exact search on {measured_on}")
     return index
 
 
