@@ -14,7 +14,7 @@ set (842 pairs) is its gold. Then, each stage a `synpref` command in a child pro
 
 So that the machinery is measured and not a model, the loop's reward models are the length
 baseline (`rm.model: length-baseline`: the longer response wins, nothing to train) and the
-embedder is `hashing` (feature hashing, 256 dims); both cost microseconds a pair. No judge.
+embedder is `hashing` (feature hashing, 256 dims); both cost well under a millisecond a pair. No judge.
 Peak RSS is summed over the child's process tree, sampled every 0.1 s.
 
 Printed per stage: time and peak RSS at each N, and the ratios the scale rule asks for

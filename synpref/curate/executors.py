@@ -98,13 +98,14 @@ def _rechunk(batches, rows: int):
         yield pa.Table.from_batches(buffered).combine_chunks()
 
 
-def write_table_atomic(pq: Any, table: Any, path: Path) -> None:
+def write_table_atomic(pq: Any, table: Any, path: Path, **options: Any) -> None:
+    """`pq.write_table(table, path, **options)` by rename: a file that exists is complete."""
     import pyarrow as pa
 
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, **options)
     os.replace(tmp, path)
 
 
