@@ -270,11 +270,13 @@ def _parquet_items(source: Source, skip: int, progress) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(source.path)
+        # Read through a 1 MiB buffer: pre-buffered, a file's column chunks are read ahead
+        # whole (a 1M-pair file: +1.1 GiB), and a pair file is read once, front to back.
+        file = pq.ParquetFile(source.path, pre_buffer=False, buffer_size=1 << 20)
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise SynprefError(f"{source.shown}: not a readable Parquet file: {error}") from None
     try:
-        for number, record in _numbered(batch.to_pylist() for batch in file.iter_batches(1024)):
+        for number, record in _numbered(batch.to_pylist() for batch in file.iter_batches(1024, use_threads=False)):
             if number > skip:
                 yield number, record
     except (OSError, ValueError) as error:  # a damaged page (pyarrow's ArrowException subclasses these)
