@@ -106,6 +106,9 @@ class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     embedder: str = Field("minilm-l6", description="sentence-transformers model: embedded name, path or Hub id; or hashing (feature hashing, for measuring the machinery)")
+    embedding_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="stored embedding vectors: float16 halves disk and reads; float32 keeps every neighbour tie as computed"
+    )
     exact_index_max: int = Field(200_000, ge=0, description="larger pools are searched through a compressed faiss IVF-PQ index (recall@k logged) instead of exactly")
     k_max: int = Field(8, ge=1, description="neighbours per gold pair the RM gets wrong (the paper's 8)")
     judges: Optional[JobConfig] = None  # LLM judges; required unless stage2.rule is gold_and_best

@@ -28,6 +28,7 @@ class EmbedJob:
 
     embedder: str
     workspace_root: str
+    dtype: str = "float16"  # of the stored vectors
     name: str = "embed"
     _state: dict = field(default_factory=dict, repr=False)
 
@@ -45,7 +46,7 @@ class EmbedJob:
         vectors = self._state["embedder"].encode(texts)
         # No dictionary encoding: vectors never repeat a value often enough to gain, and a
         # dictionary-encoded float16 column reads back ~4x slower.
-        write_table_atomic(pq, embeddings_table([p.id for p in pairs], vectors), target, use_dictionary=False)
+        write_table_atomic(pq, embeddings_table([p.id for p in pairs], vectors, self.dtype), target, use_dictionary=False)
 
 
 @dataclass

@@ -266,7 +266,7 @@ def _embeddings(workspace, config: CurateConfig, split: str, rows) -> list[Path]
 
     shards = write_shards(rows, stage1_dir(workspace) / split, config.shard_size)
     output = embeddings_dir(workspace.work_root, config.embedder) / split
-    run_shards(EmbedJob(config.embedder, str(workspace.root)), shards, output, executor=config.executor, workers=config.ray_workers)
+    run_shards(EmbedJob(config.embedder, str(workspace.root), config.embedding_dtype), shards, output, executor=config.executor, workers=config.ray_workers)
     return [output / s.name for s in shards]
 
 

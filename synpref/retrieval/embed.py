@@ -108,14 +108,16 @@ def embeddings_dir(workspace_root: Path, model: str) -> Path:
     return Path(workspace_root) / "embeddings" / model_slug(model)
 
 
-def embeddings_table(ids: list[str], vectors: Any):
-    """The Arrow table of one embedding shard: id, vector as a float16 fixed-size list."""
+def embeddings_table(ids: list[str], vectors: Any, dtype: str = "float16"):
+    """The Arrow table of one embedding shard: id, vector as a fixed-size list of `dtype`
+    (float16: half the disk and reads of float32; a neighbour whose score ties to within
+    float16's rounding may change places)."""
     import numpy as np
     import pyarrow as pa
 
-    vectors = np.asarray(vectors, dtype=np.float16)
+    vectors = np.asarray(vectors, dtype=dtype)
     dimension = vectors.shape[1] if vectors.ndim == 2 else 0
-    values = pa.array(np.ascontiguousarray(vectors).reshape(-1), pa.float16())
+    values = pa.array(np.ascontiguousarray(vectors).reshape(-1), pa.from_numpy_dtype(vectors.dtype))
     return pa.table({"id": pa.array(ids, pa.string()), "vector": pa.FixedSizeListArray.from_arrays(values, dimension)})
 
 

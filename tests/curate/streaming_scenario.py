@@ -31,6 +31,10 @@ DIGITS = 9  # floats are compared rounded to this many decimals
 EXPORTS = "exports"  # WORKSPACE/exports: the one folder a run may write JSONL into
 CONFIG = {
     "embedder": "minilm-l6",
+    # The in-memory code stored float32 vectors; float16 (the default now) may swap neighbours
+    # whose scores tie to within its rounding, which is storage, not streaming. The digest was
+    # made before the option existed: drop this line when regenerating it with 559b330.
+    "embedding_dtype": "float32",
     "judges": {"judges": [{"name": "verifier", "backend": "verifier", "model": "rules", "api_key_env": None}]},
     # l2 fixed: the grid (and the gold RM's cross-validation over it) would fit ~10x more heads.
     "rm": {"model": "minilm-l6", "head_only": True, "max_length": 64, "l2": 0.1},
