@@ -6,7 +6,7 @@ set (842 pairs) is its gold. Then, each stage a `synpref` command in a child pro
 
     ingest    the pool (and the gold, not measured)
     stage1    2 iterations: train on silver (seed: 1,000 pool pairs), score gold, embed the pool,
-              index it, retrieve for the gold pairs the RM gets wrong
+              index it (IVF-PQ past 50,000 pairs), retrieve for the gold pairs the RM gets wrong
     stage2    gold RM + best RM over every remaining pool pair, the rule, decisions.parquet
     export    curated / flipped / union as Parquet
     train     the curated set tokenized into the token cache + 20 optimizer steps of a tiny
@@ -49,6 +49,9 @@ CURATE = {
     "stage1": {"iterations": 2, "seed_size": 1000},
     "stage2": {"rule": "gold_and_best"},
     "shard_size": 4096,
+    # Past 50,000 pool pairs the compressed IVF-PQ index (exact search below): 100k and 1M then
+    # take the same path, so their times compare; the default switches at 200,000.
+    "exact_index_max": 50_000,
 }
 
 
