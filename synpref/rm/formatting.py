@@ -71,10 +71,21 @@ class RewardFormatter:
             return prompt, response.content
         messages = [{"role": m.role, "content": m.content} for m in [*conversation, response]]
         rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.template, tokenize=False)
+        return self._without_doubled_bos(rendered), None
+
+    def texts(self, inputs: Sequence[tuple[Sequence[Message], Message]]) -> list[tuple[str, str | None]]:
+        """`text` of each (conversation, response), a chat template rendered in one call for all."""
+        if not self.is_chat or not inputs:
+            return [self.text(conversation, response) for conversation, response in inputs]
+        chats = [[{"role": m.role, "content": m.content} for m in [*conversation, response]] for conversation, response in inputs]
+        rendered = self.tokenizer.apply_chat_template(chats, chat_template=self.template, tokenize=False)
+        return [(self._without_doubled_bos(text), None) for text in rendered]
+
+    def _without_doubled_bos(self, rendered: str) -> str:
         bos = self._facts.standalone_bos
         if self._facts.tokenizer_adds_bos and bos and rendered.startswith(bos):
-            rendered = rendered[len(bos) :]  # the tokenizer puts it back; keeping ours would double it
-        return rendered, None
+            return rendered[len(bos) :]  # the tokenizer puts it back; keeping ours would double it
+        return rendered
 
     def joined_text(self, conversation: Sequence[Message], response: Message) -> str:
         """The input as one string, as OpenRLHF, vLLM and SGLang clients send it."""

@@ -1,16 +1,23 @@
 """Tokenized training pairs: built once, in batches, into a memory-mapped Arrow file.
 
-Training reads pairs in record batches, renders each input through the shared formatter and
-tokenizes a few hundred inputs per tokenizer call (the Rust tokenizer's batch call: one Python
-round trip for many texts), writing one Arrow record batch at a time. Nothing keeps every pair
-or every token list in memory: the file is then memory-mapped, and a training process reads
-only the rows of its own share of each batch, so the operating system shares the pages between
-the processes of a launch.
+Training reads pairs in record batches of a few hundred and renders each distinct input once
+through the shared formatter (one template call for the batch). A chat input is cut at its
+added tokens (<|im_start|>, <|im_end|>, ...); the pieces between them that no earlier batch met
+go to one call of the Rust tokenizer's batch encoder, on a second thread (it releases the GIL
+and uses every core) while this one renders the next batch and writes the previous one, one
+Arrow record batch at a time, from numpy arrays. A pair's prompt is tokenized once for both of
+its answers, and a response or a pair that recurs (several pairs per prompt, annotation sets
+that judge a pair many times) once while the bounded memo holds it. Nothing keeps every pair or
+every token list in memory: the file is then memory-mapped, and a training process reads only
+the rows of its own share of each batch, so the operating system shares the pages between the
+processes of a launch.
 
 The token ids are those of `RewardFormatter.encode` exactly: the same rendered text (system
-prompt dropped, duplicated BOS stripped: `RewardFormatter.text` renders each input) and the
-same tokenizer arguments; a batch call returns what the one-text call returns for each text.
-Chat models keep the last `max_length` ids, encoders truncate the longer text of the pair.
+prompt dropped, duplicated BOS stripped: `RewardFormatter.texts` renders as `text` does) and
+the ids of one tokenizer call on it, which makes the same cut at the added tokens before
+anything else (`AddedTokenRules`: where that cannot be shown for a tokenizer, whole texts are
+tokenized instead). Chat models keep the last `max_length` ids, encoders truncate the longer
+text of the pair.
 
 The file is named after what determines its content: the data (a workspace's shard names,
 sizes and times, or a file's path, size and time, plus the split), the tokenizer (name,
@@ -38,6 +45,9 @@ CACHE_VERSION = 1
 # Pairs per tokenizer call and per Arrow record batch: big enough that the per-call overhead
 # vanishes, small enough that a batch of 1,024-token inputs stays a few MB.
 ENCODE_ROWS = 256
+# Ids of the pieces `PairEncoder` keeps between batches (the prompts and responses that recur):
+# at most about this many (16 MB of int32, and their text), then it starts afresh.
+MEMO_IDS = 1 << 22
 WAIT_SECONDS = 1.0  # how often a process waiting for another's build looks for the file
 
 
@@ -50,17 +60,242 @@ class TextPair(NamedTuple):
 
 
 def encode_pair_batch(formatter: RewardFormatter, pairs: Iterable[Any]) -> tuple[list[list[int]], list[list[int]]]:
-    """(chosen ids, rejected ids) of `pairs`: `formatter.encode` of each, in one tokenizer call."""
-    texts = [formatter.text(p.conversation, response) for p in pairs for response in (p.chosen, p.rejected)]
-    if not texts:
+    """(chosen ids, rejected ids) of `pairs`: `formatter.encode` of each, as lists."""
+    chosen, rejected = PairEncoder(formatter)(pairs)
+    return [ids.tolist() for ids in chosen], [ids.tolist() for ids in rejected]
+
+
+def encode_chunks(encoder: PairEncoder, chunks: Iterable[list[Any]]) -> Iterator[tuple[list[Any], list[Any]]]:
+    """(chosen ids, rejected ids) of each chunk of pairs, as `encoder(chunk)` gives them.
+
+    The tokenizer's batch call for one chunk runs on a second thread (it releases the GIL and
+    spreads the texts over the cores) while this one reads and renders the next chunk and the
+    caller writes the previous one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def finished(batch: _Batch, missing: list[Any], ids: Any) -> tuple[list[Any], list[Any]]:
+        return encoder.finish(batch, missing, ids.result())
+
+    with ThreadPoolExecutor(max_workers=1) as tokenizer_thread:
+        in_flight = None  # (batch, its pieces to tokenize, the future of their ids)
+        for pairs in chunks:
+            batch = encoder.render(pairs)
+            done = finished(*in_flight) if in_flight else None
+            missing = encoder.missing(batch)  # after `finish`: what the chunk before tokenized is known
+            in_flight = (batch, missing, tokenizer_thread.submit(encoder.tokenize, missing))
+            if done is not None:
+                yield done
+        if in_flight:
+            yield finished(*in_flight)
+
+
+class _Batch(NamedTuple):
+    order: list[int]  # chosen, rejected, chosen, ... of each pair -> the place of its distinct input
+    splits: list[list[Any]]  # each distinct input: its pieces and added tokens (`AddedTokenRules.split`) or [input]
+
+
+class PairEncoder:
+    """`RewardFormatter.encode` of many pairs at a time, each distinct piece of text tokenized once.
+
+    An input is rendered once however often it recurs (a pair's chosen and rejected share its
+    prompt, annotation sets repeat whole pairs). A chat input is cut at its added tokens, and the
+    pieces that no earlier batch met go to one batch call of the Rust tokenizer. The ids are those
+    of one call on the whole text, because that call makes the same cut first (`AddedTokenRules`);
+    for a tokenizer where that cannot be shown, whole texts are tokenized (still once each).
+    Encoders tokenize their distinct text pairs, truncated as `encode` truncates.
+
+    `render`, `missing` and `finish` share the memo of tokenized pieces; `tokenize` reads nothing
+    of it, so it may run on another thread meanwhile (`encode_chunks`).
+    """
+
+    def __init__(self, formatter: RewardFormatter, memo_ids: int = MEMO_IDS):
+        self.formatter = formatter
+        self.memo_ids = memo_ids
+        self._memo: dict[Any, Any] = {}
+        self._memo_size = 0
+        self.tokenized = self.returned = 0  # ids tokenized and ids handed out: what the memo saved
+        self.rules = AddedTokenRules.of(formatter.tokenizer) if formatter.is_chat else None
+        if self.rules is not None and not self._rules_hold():
+            self.rules = None
+
+    def __call__(self, pairs: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+        """(chosen ids, rejected ids) of `pairs`, each an int32 array."""
+        batch = self.render(pairs)
+        missing = self.missing(batch)
+        return self.finish(batch, missing, self.tokenize(missing))
+
+    def render(self, pairs: Iterable[Any]) -> _Batch:
+        """The distinct inputs of `pairs` rendered (the roles and contents are all `text` reads)."""
+        distinct: dict[tuple, int] = {}
+        inputs, order = [], []
+        for pair in pairs:
+            prompt = tuple((m.role, m.content) for m in pair.conversation)
+            for response in (pair.chosen, pair.rejected):
+                key = (prompt, response.role, response.content)
+                if key not in distinct:
+                    distinct[key] = len(inputs)
+                    inputs.append((pair.conversation, response))
+                order.append(distinct[key])
+        texts = self.formatter.texts(inputs)
+        if not self.formatter.is_chat:
+            return _Batch(order, [[text] for text in texts])
+        if self.rules is None:
+            return _Batch(order, [[text] for text, _ in texts])
+        return _Batch(order, [self.rules.split(text) for text, _ in texts])
+
+    def missing(self, batch: _Batch) -> list[Any]:
+        """The pieces of `batch` (inputs, without `rules`) not tokenized before, each once."""
+        if self._memo_size > self.memo_ids:
+            self._memo, self._memo_size = {}, 0  # bounded: a long build must not keep every token list
+        return list(dict.fromkeys(piece for split in batch.splits for piece in split[0::2] if piece not in self._memo))
+
+    def tokenize(self, pieces: list[Any]) -> list[Any]:
+        """The ids of `pieces` (no special tokens added, with `rules`), as int32 arrays."""
+        import numpy as np
+
+        return [np.asarray(ids, np.int32) for ids in self._tokenized(pieces)] if pieces else []
+
+    def _tokenized(self, pieces: list[Any]) -> list[list[int]]:
+        tokenizer, max_length = self.formatter.tokenizer, self.formatter.max_length
+        if not self.formatter.is_chat:
+            texts, text_pairs = [text for text, _ in pieces], [text_pair for _, text_pair in pieces]
+            return tokenizer(texts, text_pairs, truncation="longest_first", max_length=max_length)["input_ids"]
+        if self.rules is None:
+            return tokenizer(pieces)["input_ids"]
+        backend = tokenizer.backend_tokenizer
+        if backend.truncation is not None or backend.padding is not None:  # left behind by another call
+            return tokenizer(pieces, add_special_tokens=False)["input_ids"]
+        # No offsets: a third less work (`encode_batch_fast` is tokenizers >= 0.21).
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [encoding.ids for encoding in encode(pieces, add_special_tokens=False)]
+
+    def finish(self, batch: _Batch, missing: list[Any], ids: list[Any]) -> tuple[list[Any], list[Any]]:
+        """(chosen ids, rejected ids) of the batch, given the ids of its `missing` pieces."""
+        import numpy as np
+
+        for piece, piece_ids in zip(missing, ids):
+            piece_ids.flags.writeable = False  # shared by every input that holds the piece
+            self._memo[piece] = piece_ids
+            self._memo_size += len(piece_ids)
+        self.tokenized += sum(len(piece_ids) for piece_ids in ids)
+        max_length = self.formatter.max_length
+        if self.rules is None:
+            distinct = [self._memo[split[0]][-max_length:] for split in batch.splits]
+        else:
+            distinct = [np.concatenate(self.rules.join(split, self._memo))[-max_length:] for split in batch.splits]
+        rows = [distinct[i] for i in batch.order]
+        self.returned += sum(len(row) for row in rows)
+        return rows[0::2], rows[1::2]
+
+    def _rules_hold(self) -> bool:
+        """A last check of `AddedTokenRules` on a probe input with the pitfalls: a system message,
+        added tokens inside messages, next to each other and with whitespace on either side."""
+        special = next(iter(self.rules.special_ids))
+        probe = [Message(role="system", content=" sys\n"), Message(role="user", content=f"\n a{special} b ")]
+        response = Message(role="assistant", content=f"  {special}\n\n{special}{special}x  y\n")
+        try:
+            return self([TextPair(probe, response, response)])[0][0].tolist() == self.formatter.encode(probe, response)
+        finally:
+            self._memo, self._memo_size, self.tokenized, self.returned = {}, 0, 0, 0
+
+
+class AddedTokenRules(NamedTuple):
+    """How one call of a fast tokenizer on a text is the same as calls on its pieces.
+
+    The tokenizer first cuts the text at its added tokens (the leftmost-longest matches of those
+    matched before normalization), then normalizes, pre-tokenizes and encodes each piece between
+    them on its own, and its post-processor adds the special tokens of a single sequence around
+    the result (`tokenizers`: `AddedVocabulary::extract_and_normalize`, then
+    `PreTokenizedString::split` per piece). So the ids of a text are the prefix, then each piece's
+    ids (tokenized alone, nothing added) and each added token's id in turn, then the suffix:
+    provided no added token strips the whitespace beside it or matches only whole words, and no
+    step depends on where its piece lies in the text (Metaspace's prepend scheme "first" does;
+    the normalizers, pre-tokenizers and post-processors allowed below do not), and BPE has no
+    dropout. `of` returns None for any other tokenizer.
+    """
+
+    pattern: Any  # re.Pattern: the added tokens, longest first, so the leftmost match is the longest
+    special_ids: dict[str, Any]  # an added token's text -> its id, as a one-element array
+    prefix: Any  # the post-processor's ids before a single sequence, and after it
+    suffix: Any
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> AddedTokenRules | None:
+        import re
+
+        import numpy as np
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(tokenizer, "split_special_tokens", False) or getattr(backend, "encode_special_tokens", False):
+            return None
+        state = json.loads(backend.to_str())
+        added = [token for token in state["added_tokens"] if not token["normalized"]]
+        stripping = any(token["lstrip"] or token["rstrip"] or token["single_word"] for token in state["added_tokens"])
+        model = state["model"]
+        affixes = _single_sequence_affixes(state["post_processor"])
+        if (not added or stripping or affixes is None or model["type"] != "BPE" or model.get("dropout")
+                or not _piecewise(state["normalizer"], _PIECEWISE_NORMALIZERS, "normalizers")
+                or not _piecewise(state["pre_tokenizer"], _PIECEWISE_PRE_TOKENIZERS, "pretokenizers")):
+            return None
+        texts = sorted((token["content"] for token in added), key=len, reverse=True)
+        return cls(
+            pattern=re.compile("(" + "|".join(map(re.escape, texts)) + ")"),
+            special_ids={token["content"]: np.asarray([token["id"]], np.int32) for token in added},
+            prefix=np.asarray(affixes[0], np.int32), suffix=np.asarray(affixes[1], np.int32),
+        )
+
+    def split(self, text: str) -> list[str]:
+        """The pieces of `text` and the added tokens between them: piece, token, piece, ... piece."""
+        return self.pattern.split(text)
+
+    def join(self, split: list[str], piece_ids: dict[str, Any]) -> list[Any]:
+        """The ids of `split`'s text, in parts, from the ids of its pieces."""
+        parts = [self.prefix]
+        for number, text in enumerate(split):
+            parts.append(self.special_ids[text] if number % 2 else piece_ids[text])
+        parts.append(self.suffix)
+        return parts
+
+
+# Steps that treat each piece alone, wherever it lies (checked against `tokenizers` 0.23).
+_PIECEWISE_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
+_PIECEWISE_PRE_TOKENIZERS = {"ByteLevel", "Split", "Digits", "Punctuation"}
+
+
+def _piecewise(step: dict | None, allowed: set[str], members: str) -> bool:
+    """Whether a normalizer or pre-tokenizer (`members`: the key of a Sequence's steps) is one of `allowed`."""
+    if step is None:
+        return True
+    if step["type"] == "Sequence":
+        return all(_piecewise(member, allowed, members) for member in step[members])
+    if step["type"] == "ByteLevel" and step.get("add_prefix_space"):
+        return False  # per piece too, but a space before each is not worth proving
+    return step["type"] in allowed
+
+
+def _single_sequence_affixes(processor: dict | None) -> tuple[list[int], list[int]] | None:
+    """The ids a post-processor adds before and after a single sequence, or None if not known."""
+    if processor is None or processor["type"] == "ByteLevel":  # ByteLevel moves offsets only
         return [], []
-    tokenizer = formatter.tokenizer
-    if formatter.is_chat:
-        ids = [row[-formatter.max_length :] for row in tokenizer([text for text, _ in texts])["input_ids"]]
-    else:
-        ids = tokenizer([text for text, _ in texts], [pair for _, pair in texts],
-                        truncation="longest_first", max_length=formatter.max_length)["input_ids"]
-    return ids[0::2], ids[1::2]
+    if processor["type"] == "Sequence":
+        prefix, suffix = [], []
+        for member in processor["processors"]:
+            affixes = _single_sequence_affixes(member)
+            if affixes is None:
+                return None
+            prefix, suffix = affixes[0] + prefix, suffix + affixes[1]
+        return prefix, suffix
+    if processor["type"] != "TemplateProcessing":
+        return None
+    ids = [[], []]
+    side = 0
+    for item in processor["single"]:
+        if "Sequence" in item:
+            side = 1
+        else:
+            ids[side] += processor["special_tokens"][item["SpecialToken"]["id"]]["ids"]
+    return ids[0], ids[1]
 
 
 def pair_chunks(source: Any, split: str | None = None, rows: int = ENCODE_ROWS) -> Iterator[list[Any]]:
@@ -114,6 +349,7 @@ def _chunked(pairs: Iterator[Any], rows: int) -> Iterator[list[Any]]:
 def build_token_cache(path: Path, chunks: Iterable[list[Any]], formatter: RewardFormatter, identity: dict | None = None) -> Path:
     """Tokenize `chunks` into the Arrow IPC file `path` (written aside, then moved into place,
     so an interrupted build leaves nothing that could be opened)."""
+    import numpy as np
     import pyarrow as pa
 
     schema = _schema(identity)
@@ -121,16 +357,24 @@ def build_token_cache(path: Path, chunks: Iterable[list[Any]], formatter: Reward
     draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with pa.OSFile(str(draft), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for pairs in chunks:
-                chosen, rejected = encode_pair_batch(formatter, pairs)
-                lengths = [max(len(c), len(r)) for c, r in zip(chosen, rejected)]
-                writer.write_batch(pa.record_batch(
-                    [pa.array(chosen, schema.field("chosen").type), pa.array(rejected, schema.field("rejected").type),
-                     pa.array(lengths, pa.int32())], schema=schema))
+            for chosen, rejected in encode_chunks(PairEncoder(formatter), chunks):
+                lengths = np.maximum([len(ids) for ids in chosen], [len(ids) for ids in rejected]).astype(np.int32)
+                writer.write_batch(pa.record_batch([_id_lists(chosen), _id_lists(rejected), pa.array(lengths)], schema=schema))
         os.replace(draft, path)
     finally:
         draft.unlink(missing_ok=True)
     return path
+
+
+def _id_lists(rows: list[Any]):
+    """A list<int32> Arrow array of int32 arrays, from their concatenation and offsets."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(ids) for ids in rows], out=offsets[1:])
+    values = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 def _schema(identity: dict | None):

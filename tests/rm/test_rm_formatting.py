@@ -52,6 +52,14 @@ def test_a_system_message_in_the_conversation_is_kept(smollm2_tokenizer):
     )
 
 
+def test_texts_renders_many_inputs_as_text_renders_each(smollm2_tokenizer):
+    system = [Message(role="system", content="Be brief."), *CONVERSATION[2:]]
+    inputs = [(CONVERSATION, RESPONSE), (system, RESPONSE), (CONVERSATION[:1], Message(role="assistant", content=" x\n"))]
+    formatter = RewardFormatter(smollm2_tokenizer)
+    assert formatter.texts(inputs) == [formatter.text(conversation, response) for conversation, response in inputs]
+    assert formatter.texts([]) == []
+
+
 class BosAddingTokenizer:
     """A Llama-3-like tokenizer: the template writes BOS and a default system prompt, and
     encoding adds BOS again."""

@@ -1,5 +1,5 @@
-"""The tokenized-pair cache: the ids of the per-pair formatter exactly, built once and reused,
-read by index; training on it from a path or from Arrow pairs; two processes reading disjoint
+"""The tokenized-pair cache: the ids of the per-pair formatter exactly (pieces between added
+tokens tokenized once, where the tokenizer allows it), built once and reused, read by index; training on it from a path or from Arrow pairs; two processes reading disjoint
 halves of every global batch with no more memory each than one process."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -19,7 +20,11 @@ from synpref.rm.config import TrainConfig
 from synpref.rm.data import epoch_batches
 from synpref.rm.formatting import RewardFormatter
 from synpref.rm.token_cache import (
+    AddedTokenRules,
+    PairEncoder,
+    TextPair,
     TokenCache,
+    encode_chunks,
     encode_pair_batch,
     open_token_cache,
     pair_chunks,
@@ -91,6 +96,93 @@ def test_batched_ids_are_the_per_pair_ids(name, max_length, tiny_llama_dir):
     assert max(len(ids) for pair in expected for ids in pair) == min(max_length, formatter.max_length)  # some truncated
     if name == "bos-adding":  # the template's BOS stripped, the tokenizer's kept: one BOS
         assert [ids[:2].count(0) for ids, _ in expected[:3]] == [1, 1, 1]
+    # In chunks, pairs repeated, with a memo too small to hold them all (so it starts afresh).
+    encoder = PairEncoder(formatter, memo_ids=300)
+    chunks = [pairs[:3], pairs[3:] + pairs[:2], pairs]
+    encoded = [(c.tolist(), r.tolist()) for chosen, rejected in encode_chunks(encoder, chunks) for c, r in zip(chosen, rejected)]
+    assert encoded == expected + expected[:2] + expected
+    assert (encoder.rules is not None) == (name != "minilm")  # chat inputs cut at their added tokens
+
+
+def test_a_piece_met_before_is_not_tokenized_again(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    formatter = RewardFormatter(AutoTokenizer.from_pretrained(smollm2_dir), 1024)
+    answer = lambda text: Message(role="assistant", content=text)  # noqa: E731
+    pair = TextPair([Message(role="user", content="Hi")], answer("A"), answer("B"))
+    encoder = PairEncoder(formatter)
+    chosen, rejected = encoder([pair])
+    # <|im_start|> user Ċ Hi <|im_end|> Ċ <|im_start|> ass istant Ċ A <|im_end|>: 12 ids each, of
+    # which the pieces "user\nHi" (3), "\n" (1), "assistant\nA" (4) and "assistant\nB" (4) tokenized.
+    assert formatter.tokenizer.convert_ids_to_tokens(chosen[0].tolist())[7:11] == ["ass", "istant", "Ċ", "A"]
+    assert (encoder.tokenized, encoder.returned) == (12, 24)
+    encoder([pair, pair])
+    assert (encoder.tokenized, encoder.returned) == (12, 72)
+
+
+def test_the_added_tokens_cut_a_text_leftmost_longest_as_the_tokenizer_does(smollm2_dir):
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken("<x>", normalized=False), AddedToken("<x>y", normalized=False)]})
+    rules = AddedTokenRules.of(tokenizer)
+    assert rules.split("q<x>yz<x><|im_end|>") == ["q", "<x>y", "z", "<x>", "", "<|im_end|>", ""]
+    assert tokenizer.tokenize("q<x>yz<x><|im_end|>") == ["q", "<x>y", "z", "<x>", "<|im_end|>"]
+
+
+def test_a_post_processor_adds_its_tokens_around_the_pieces():
+    template = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                                   "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    from synpref.rm.token_cache import _single_sequence_affixes
+
+    assert _single_sequence_affixes({"type": "Sequence", "processors": [{"type": "ByteLevel"}, template]}) == ([1], [2])
+    assert _single_sequence_affixes(None) == ([], [])
+    assert _single_sequence_affixes({"type": "RobertaProcessing"}) is None  # not known: whole texts
+
+
+def test_a_tokenizer_whose_pieces_depend_on_their_place_is_encoded_whole(tiny_llama_dir):
+    """Metaspace with prepend scheme "first" marks only the first piece of a text: cut at its added
+    tokens, every piece would get the mark. Such a tokenizer is tokenized one whole text at a time."""
+    from tokenizers.pre_tokenizers import Metaspace
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.backend_tokenizer.pre_tokenizer = Metaspace(replacement="Ġ", prepend_scheme="first")
+    formatter = RewardFormatter(tokenizer, 1024)
+    pairs = varied_pairs()
+    text = formatter.text(pairs[0].conversation, pairs[0].chosen)[0]
+    whole = tokenizer(text)["input_ids"]
+    special = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<|im_start|>", "<|im_end|>")}
+    cut = AddedTokenRules.of(AutoTokenizer.from_pretrained(tiny_llama_dir)).split(text)  # the rules without Metaspace
+    pieces = [[special[piece]] if piece in special else tokenizer(piece, add_special_tokens=False)["input_ids"] for piece in cut]
+    assert [i for ids in pieces for i in ids] != whole  # what cutting would get wrong
+    assert AddedTokenRules.of(tokenizer) is None and PairEncoder(formatter).rules is None
+    expected = [(formatter.encode(p.conversation, p.chosen), formatter.encode(p.conversation, p.rejected)) for p in pairs]
+    assert list(zip(*encode_pair_batch(formatter, pairs))) == expected
+
+
+def test_a_truncation_left_on_the_tokenizer_is_not_applied(tiny_llama_dir):
+    formatter = formatters("tiny-llama", tiny_llama_dir, 1024)
+    encoder = PairEncoder(formatter)
+    formatter.tokenizer.backend_tokenizer.enable_truncation(8)  # as a call with truncation leaves it
+    chosen, rejected = encoder(varied_pairs())
+    expected = [(formatter.encode(p.conversation, p.chosen), formatter.encode(p.conversation, p.rejected)) for p in varied_pairs()]
+    assert [(c.tolist(), r.tolist()) for c, r in zip(chosen, rejected)] == expected
+    assert max(len(ids) for ids in chosen) == 1024
+
+
+def test_rules_that_fail_the_probe_are_not_used(tiny_llama_dir, monkeypatch):
+    formatter = formatters("tiny-llama", tiny_llama_dir, 1024)
+    wrong = AddedTokenRules.of(formatter.tokenizer)._replace(prefix=np.asarray([5], np.int32))
+    monkeypatch.setattr(AddedTokenRules, "of", classmethod(lambda cls, tokenizer: wrong))
+    encoder = PairEncoder(formatter)
+    assert encoder.rules is None
+    pairs = varied_pairs()
+    expected = [(formatter.encode(p.conversation, p.chosen), formatter.encode(p.conversation, p.rejected)) for p in pairs]
+    assert [(c.tolist(), r.tolist()) for c, r in zip(*encoder(pairs))] == expected
 
 
 def test_the_cache_holds_the_ids_and_is_reused(tmp_path, tiny_llama_dir):
