@@ -5,7 +5,7 @@ neither inherits the other's BPE cache), same max length, in one process, the tw
 turns on --rounds slices of the pairs (a shared machine's load changes by the minute).
 Reported, pairs/s of:
 - tokenization alone: `RewardFormatter.encode` per input (the old `encode_pairs`: lists of ids)
-  against `encode_chunks` over ENCODE_ROWS pairs a chunk (int32 arrays, what the cache writes),
+  against a `PairEncoder` over ENCODE_ROWS pairs a call (int32 arrays, what the cache writes),
   with the share of the returned ids that were tokenized (the rest were pieces seen before), and
   the ratio of CPU time (all threads: the batched path spreads over the cores, which a loaded
   machine does not lend it); the ids are checked equal, outside the clocks;
@@ -76,7 +76,7 @@ def side_by_side(args) -> dict:
     """Both paths over the same pairs, taking turns slice by slice (--rounds), so that a load
     that changes during the run weighs on both alike."""
     from synpref.rm.data import encode_pairs
-    from synpref.rm.token_cache import ENCODE_ROWS, PairEncoder, encode_chunks
+    from synpref.rm.token_cache import ENCODE_ROWS, PairEncoder
 
     pairs = list(pool_pairs(args.pairs))
     per_pair, batched = formatter(args.model, args.max_length), formatter(args.model, args.max_length)
@@ -88,8 +88,8 @@ def side_by_side(args) -> dict:
         with clock(old_clock):
             old += encode_pairs(part, per_pair)
         with clock(new_clock):
-            for chosen, rejected in encode_chunks(encoder, (part[i : i + ENCODE_ROWS] for i in range(0, len(part), ENCODE_ROWS))):
-                new += zip(chosen, rejected)
+            for start in range(0, len(part), ENCODE_ROWS):
+                new += zip(*encoder(part[start : start + ENCODE_ROWS]))
     assert [(c.tolist(), r.tolist()) for c, r in new] == old, "the batched ids differ from the per-pair ids"
     return {"per_pair": len(pairs) / old_clock[0], "batched": len(pairs) / new_clock[0], "cpu_ratio": old_clock[1] / new_clock[1],
             "tokenized": encoder.tokenized / encoder.returned, "piecewise": encoder.rules is not None}

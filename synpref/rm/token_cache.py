@@ -3,9 +3,8 @@
 Training reads pairs in record batches of a few hundred and renders each distinct input once
 through the shared formatter (one template call for the batch). A chat input is cut at its
 added tokens (<|im_start|>, <|im_end|>, ...); the pieces between them that no earlier batch met
-go to one call of the Rust tokenizer's batch encoder, on a second thread (it releases the GIL
-and uses every core) while this one renders the next batch and writes the previous one, one
-Arrow record batch at a time, from numpy arrays. A pair's prompt is tokenized once for both of
+go to one call of the Rust tokenizer's batch encoder, which spreads them over the cores, and
+each record batch is written from numpy arrays. A pair's prompt is tokenized once for both of
 its answers, and a response or a pair that recurs (several pairs per prompt, annotation sets
 that judge a pair many times) once while the bounded memo holds it. Nothing keeps every pair or
 every token list in memory: the file is then memory-mapped, and a training process reads only
@@ -65,54 +64,22 @@ def encode_pair_batch(formatter: RewardFormatter, pairs: Iterable[Any]) -> tuple
     return [ids.tolist() for ids in chosen], [ids.tolist() for ids in rejected]
 
 
-def encode_chunks(encoder: PairEncoder, chunks: Iterable[list[Any]]) -> Iterator[tuple[list[Any], list[Any]]]:
-    """(chosen ids, rejected ids) of each chunk of pairs, as `encoder(chunk)` gives them.
-
-    The tokenizer's batch call for one chunk runs on a second thread (it releases the GIL and
-    spreads the texts over the cores) while this one reads and renders the next chunk and the
-    caller writes the previous one.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def finished(batch: _Batch, missing: list[Any], ids: Any) -> tuple[list[Any], list[Any]]:
-        return encoder.finish(batch, missing, ids.result())
-
-    with ThreadPoolExecutor(max_workers=1) as tokenizer_thread:
-        in_flight = None  # (batch, its pieces to tokenize, the future of their ids)
-        for pairs in chunks:
-            batch = encoder.render(pairs)
-            done = finished(*in_flight) if in_flight else None
-            missing = encoder.missing(batch)  # after `finish`: what the chunk before tokenized is known
-            in_flight = (batch, missing, tokenizer_thread.submit(encoder.tokenize, missing))
-            if done is not None:
-                yield done
-        if in_flight:
-            yield finished(*in_flight)
-
-
-class _Batch(NamedTuple):
-    order: list[int]  # chosen, rejected, chosen, ... of each pair -> the place of its distinct input
-    splits: list[list[Any]]  # each distinct input: its pieces and added tokens (`AddedTokenRules.split`) or [input]
-
-
 class PairEncoder:
     """`RewardFormatter.encode` of many pairs at a time, each distinct piece of text tokenized once.
 
     An input is rendered once however often it recurs (a pair's chosen and rejected share its
     prompt, annotation sets repeat whole pairs). A chat input is cut at its added tokens, and the
-    pieces that no earlier batch met go to one batch call of the Rust tokenizer. The ids are those
-    of one call on the whole text, because that call makes the same cut first (`AddedTokenRules`);
-    for a tokenizer where that cannot be shown, whole texts are tokenized (still once each).
-    Encoders tokenize their distinct text pairs, truncated as `encode` truncates.
-
-    `render`, `missing` and `finish` share the memo of tokenized pieces; `tokenize` reads nothing
-    of it, so it may run on another thread meanwhile (`encode_chunks`).
+    pieces that no earlier batch met go to one batch call of the Rust tokenizer (which spreads
+    them over the cores). The ids are those of one call on the whole text, because that call
+    makes the same cut first (`AddedTokenRules`); for a tokenizer where that cannot be shown,
+    whole texts are tokenized (still once each). Encoders tokenize their distinct text pairs,
+    truncated as `encode` truncates.
     """
 
     def __init__(self, formatter: RewardFormatter, memo_ids: int = MEMO_IDS):
         self.formatter = formatter
         self.memo_ids = memo_ids
-        self._memo: dict[Any, Any] = {}
+        self._memo: dict[Any, Any] = {}  # piece (or input) -> its ids, a read-only int32 array
         self._memo_size = 0
         self.tokenized = self.returned = 0  # ids tokenized and ids handed out: what the memo saved
         self.rules = AddedTokenRules.of(formatter.tokenizer) if formatter.is_chat else None
@@ -121,13 +88,31 @@ class PairEncoder:
 
     def __call__(self, pairs: Iterable[Any]) -> tuple[list[Any], list[Any]]:
         """(chosen ids, rejected ids) of `pairs`, each an int32 array."""
-        batch = self.render(pairs)
-        missing = self.missing(batch)
-        return self.finish(batch, missing, self.tokenize(missing))
+        import numpy as np
 
-    def render(self, pairs: Iterable[Any]) -> _Batch:
-        """The distinct inputs of `pairs` rendered (the roles and contents are all `text` reads)."""
-        distinct: dict[tuple, int] = {}
+        order, splits = self._render(pairs)
+        if self._memo_size > self.memo_ids:
+            self._memo, self._memo_size = {}, 0  # bounded: a long build must not keep every token list
+        missing = list(dict.fromkeys(piece for split in splits for piece in split[0::2] if piece not in self._memo))
+        for piece, ids in zip(missing, self._tokenize(missing)):
+            ids = np.asarray(ids, np.int32)
+            ids.flags.writeable = False  # shared by every input that holds the piece
+            self._memo[piece] = ids
+            self._memo_size += len(ids)
+            self.tokenized += len(ids)
+        max_length = self.formatter.max_length
+        if self.rules is None:
+            distinct = [self._memo[split[0]][-max_length:] for split in splits]
+        else:
+            distinct = [np.concatenate(self.rules.join(split, self._memo))[-max_length:] for split in splits]
+        rows = [distinct[i] for i in order]
+        self.returned += sum(len(row) for row in rows)
+        return rows[0::2], rows[1::2]
+
+    def _render(self, pairs: Iterable[Any]) -> tuple[list[int], list[list[Any]]]:
+        """Where each input (chosen, rejected, chosen, ...) is among the distinct ones, and each
+        distinct one rendered: its pieces and added tokens (`AddedTokenRules.split`) or [input]."""
+        distinct: dict[tuple, int] = {}  # the roles and contents: all that `text` reads
         inputs, order = [], []
         for pair in pairs:
             prompt = tuple((m.role, m.content) for m in pair.conversation)
@@ -139,24 +124,14 @@ class PairEncoder:
                 order.append(distinct[key])
         texts = self.formatter.texts(inputs)
         if not self.formatter.is_chat:
-            return _Batch(order, [[text] for text in texts])
+            return order, [[text] for text in texts]
         if self.rules is None:
-            return _Batch(order, [[text] for text, _ in texts])
-        return _Batch(order, [self.rules.split(text) for text, _ in texts])
+            return order, [[text] for text, _ in texts]
+        return order, [self.rules.split(text) for text, _ in texts]
 
-    def missing(self, batch: _Batch) -> list[Any]:
-        """The pieces of `batch` (inputs, without `rules`) not tokenized before, each once."""
-        if self._memo_size > self.memo_ids:
-            self._memo, self._memo_size = {}, 0  # bounded: a long build must not keep every token list
-        return list(dict.fromkeys(piece for split in batch.splits for piece in split[0::2] if piece not in self._memo))
-
-    def tokenize(self, pieces: list[Any]) -> list[Any]:
-        """The ids of `pieces` (no special tokens added, with `rules`), as int32 arrays."""
-        import numpy as np
-
-        return [np.asarray(ids, np.int32) for ids in self._tokenized(pieces)] if pieces else []
-
-    def _tokenized(self, pieces: list[Any]) -> list[list[int]]:
+    def _tokenize(self, pieces: list[Any]) -> list[list[int]]:
+        if not pieces:
+            return []
         tokenizer, max_length = self.formatter.tokenizer, self.formatter.max_length
         if not self.formatter.is_chat:
             texts, text_pairs = [text for text, _ in pieces], [text_pair for _, text_pair in pieces]
@@ -169,24 +144,6 @@ class PairEncoder:
         # No offsets: a third less work (`encode_batch_fast` is tokenizers >= 0.21).
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return [encoding.ids for encoding in encode(pieces, add_special_tokens=False)]
-
-    def finish(self, batch: _Batch, missing: list[Any], ids: list[Any]) -> tuple[list[Any], list[Any]]:
-        """(chosen ids, rejected ids) of the batch, given the ids of its `missing` pieces."""
-        import numpy as np
-
-        for piece, piece_ids in zip(missing, ids):
-            piece_ids.flags.writeable = False  # shared by every input that holds the piece
-            self._memo[piece] = piece_ids
-            self._memo_size += len(piece_ids)
-        self.tokenized += sum(len(piece_ids) for piece_ids in ids)
-        max_length = self.formatter.max_length
-        if self.rules is None:
-            distinct = [self._memo[split[0]][-max_length:] for split in batch.splits]
-        else:
-            distinct = [np.concatenate(self.rules.join(split, self._memo))[-max_length:] for split in batch.splits]
-        rows = [distinct[i] for i in batch.order]
-        self.returned += sum(len(row) for row in rows)
-        return rows[0::2], rows[1::2]
 
     def _rules_hold(self) -> bool:
         """A last check of `AddedTokenRules` on a probe input with the pitfalls: a system message,
@@ -357,7 +314,9 @@ def build_token_cache(path: Path, chunks: Iterable[list[Any]], formatter: Reward
     draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with pa.OSFile(str(draft), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for chosen, rejected in encode_chunks(PairEncoder(formatter), chunks):
+            encoder = PairEncoder(formatter)
+            for pairs in chunks:
+                chosen, rejected = encoder(pairs)
                 lengths = np.maximum([len(ids) for ids in chosen], [len(ids) for ids in rejected]).astype(np.int32)
                 writer.write_batch(pa.record_batch([_id_lists(chosen), _id_lists(rejected), pa.array(lengths)], schema=schema))
         os.replace(draft, path)

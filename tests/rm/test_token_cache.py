@@ -24,7 +24,6 @@ from synpref.rm.token_cache import (
     PairEncoder,
     TextPair,
     TokenCache,
-    encode_chunks,
     encode_pair_batch,
     open_token_cache,
     pair_chunks,
@@ -99,7 +98,7 @@ def test_batched_ids_are_the_per_pair_ids(name, max_length, tiny_llama_dir):
     # In chunks, pairs repeated, with a memo too small to hold them all (so it starts afresh).
     encoder = PairEncoder(formatter, memo_ids=300)
     chunks = [pairs[:3], pairs[3:] + pairs[:2], pairs]
-    encoded = [(c.tolist(), r.tolist()) for chosen, rejected in encode_chunks(encoder, chunks) for c, r in zip(chosen, rejected)]
+    encoded = [(c.tolist(), r.tolist()) for chosen, rejected in map(encoder, chunks) for c, r in zip(chosen, rejected)]
     assert encoded == expected + expected[:2] + expected
     assert (encoder.rules is not None) == (name != "minilm")  # chat inputs cut at their added tokens
 
