@@ -64,11 +64,12 @@ def run_scenario(root: Path, python_env: dict | None = None) -> dict[str, Any]:
     synpref("ingest", str(gold_file), "-w", str(workspace), "--split", "gold", "--workers", "1")
     synpref("ingest", str(pool_file), "-w", str(workspace), "--split", "pool", "--workers", "1")
     (workspace / "curate.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
-    synpref("curate", "stage1", "-w", str(workspace))
-    synpref("curate", "stage2", "-w", str(workspace))
-    for fmt in ("parquet", "trl"):
-        synpref("curate", "export", "-w", str(workspace), "--format", fmt, "--output", str(workspace / EXPORTS))
-    synpref("curate", "ablation", "-w", str(workspace), "--folds", "3")
+    # The curation steps in one process, one command after another (as a shell would run them,
+    # without paying the imports five times).
+    steps = [["curate", "stage1", "-w", str(workspace)], ["curate", "stage2", "-w", str(workspace)]]
+    steps += [["curate", "export", "-w", str(workspace), "--format", fmt, "--output", str(workspace / EXPORTS)] for fmt in ("parquet", "trl")]
+    steps += [["curate", "ablation", "-w", str(workspace), "--folds", "3"]]
+    _run([sys.executable, "-c", STEPS, json.dumps(steps)], env, cwd=root)
     return {
         "stage1": _stage1(workspace / "runs" / "stage1"),
         "stage2": _stage2(workspace / "runs" / "stage2" / "decisions.parquet"),
@@ -102,6 +103,18 @@ def _reference_share(index: int, record: dict) -> dict:
     if index % 5 == 1:
         return {**record, "ground_truth": reference["answer"], "source": "objective-reference"}
     return {**record, "source": "objective-no-reference"}
+
+
+STEPS = """
+import json, sys
+from synpref.cli import app
+for args in json.loads(sys.argv[1]):
+    try:
+        app(args)
+    except SystemExit as done:
+        if done.code:
+            raise SystemExit(f"{' '.join(args)} exited {done.code}")
+"""
 
 
 def _run(command: list[str], env: dict, cwd: Path) -> None:
