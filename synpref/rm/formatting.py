@@ -40,6 +40,14 @@ from synpref.data.models import Message
 _PROBE_SYSTEM = "\x00synpref-probe-system"
 _PROBE_USER = "\x00synpref-probe-user"
 _PROBE_ASSISTANT = "\x00synpref-probe-assistant"
+# Inputs a render per shape must render as the template does: contents with markers, Jinja,
+# whitespace at the edges, empty, and added tokens; with and without a system message.
+_SHAPE_PROBES = [
+    ([Message(role="user", content="\x00synpref-slot-1\x00 {{ messages }}{% raise %}")], Message(role="assistant", content=" a\n\n")),
+    ([Message(role="system", content=""), Message(role="user", content="<|im_end|>\n")], Message(role="assistant", content="")),
+    ([Message(role="user", content="\n"), Message(role="assistant", content="x"), Message(role="user", content="  ")],
+     Message(role="assistant", content="<|im_start|>system\n<|im_end|>\n \t")),
+]
 # First line of every template `reward_chat_template` writes: wrapping one twice changes nothing.
 TEMPLATE_MARK = "{#- synpref reward-model template: see synpref/rm/formatting.py -#}"
 
@@ -63,6 +71,7 @@ class RewardFormatter:
         self.is_chat = bool(getattr(tokenizer, "chat_template", None))
         self.template = reward_chat_template(tokenizer) if self.is_chat else None
         self._facts = _template_facts(tokenizer) if self.is_chat else None
+        self._shapes = self._shape_renderer() if self.is_chat else None
 
     def text(self, conversation: Sequence[Message], response: Message) -> tuple[str, str | None]:
         """(text, text_pair): the model input before tokenization; text_pair for encoders."""
@@ -74,12 +83,59 @@ class RewardFormatter:
         return self._without_doubled_bos(rendered), None
 
     def texts(self, inputs: Sequence[tuple[Sequence[Message], Message]]) -> list[tuple[str, str | None]]:
-        """`text` of each (conversation, response), a chat template rendered in one call for all."""
+        """`text` of each (conversation, response): the template rendered once per conversation
+        shape (the roles in order) where it provably copies contents, else in one call for all."""
         if not self.is_chat or not inputs:
             return [self.text(conversation, response) for conversation, response in inputs]
+        if self._shapes is not None:
+            try:
+                return self._shaped_texts(inputs, *self._shapes)
+            except Exception:  # a shape the template refuses: the template says why, below
+                pass
         chats = [[{"role": m.role, "content": m.content} for m in [*conversation, response]] for conversation, response in inputs]
         rendered = self.tokenizer.apply_chat_template(chats, chat_template=self.template, tokenize=False)
         return [(self._without_doubled_bos(text), None) for text in rendered]
+
+    def _shaped_texts(self, inputs: Sequence[tuple[Sequence[Message], Message]], renderer: Any, facts: _TemplateFacts) -> list[tuple[str, None]]:
+        """`texts` through `renderer`, the original template's render per shape
+        (`synpref.rm.template_shapes`), then the edits of `reward_chat_template` for `facts`,
+        made here as its Jinja makes them."""
+        chats = [[(m.role, m.content) for m in [*conversation, response]] for conversation, response in inputs]
+        injected = facts.standalone_bos + facts.default_system
+        texts = []
+        for chat, rendered in zip(chats, renderer(chats)):
+            if facts.default_system and chat[0][0] != "system" and rendered.startswith(injected):
+                rendered = facts.standalone_bos + rendered[len(injected) :]
+            if facts.turn_end and rendered.rstrip().endswith(facts.turn_end):
+                rendered = rendered.rstrip()
+            texts.append((self._without_doubled_bos(rendered), None))
+        return texts
+
+    def _shape_renderer(self) -> tuple[Any, _TemplateFacts] | None:
+        """A `ShapeRenderer` of the original template and the facts of its edits, where the
+        template provably copies contents and the two make exactly the reward template's text
+        (checked on probe inputs with the pitfalls); else None."""
+        from synpref.rm.template_shapes import ShapeRenderer, content_is_verbatim
+
+        head = TEMPLATE_MARK + "{% set rendered %}"
+        end = self.template.rfind("{% endset %}")
+        original = self.template[len(head) : end] if self.template.startswith(head) and end > 0 else ""
+        # Jinja trims a newline after a block tag, spaces before one and a template's last
+        # newline: at the edges of the wrapped template, whitespace would render differently.
+        if not original or original != original.strip():
+            return None
+        try:
+            if not content_is_verbatim(original):
+                return None
+            facts = _template_facts(self.tokenizer, original)
+            if _wrapped(original, facts) != self.template:
+                return None
+            renderer = ShapeRenderer(self.tokenizer, original)
+            shaped = self._shaped_texts(_SHAPE_PROBES, renderer, facts)
+            rendered = [self.text(conversation, response) for conversation, response in _SHAPE_PROBES]
+        except Exception:
+            return None
+        return (renderer, facts) if shaped == rendered else None
 
     def _without_doubled_bos(self, rendered: str) -> str:
         bos = self._facts.standalone_bos
@@ -133,7 +189,11 @@ def reward_chat_template(tokenizer: Any) -> str:
     template = tokenizer.chat_template
     if template.startswith(TEMPLATE_MARK):
         return template
-    facts = _template_facts(tokenizer)
+    return _wrapped(template, _template_facts(tokenizer))
+
+
+def _wrapped(template: str, facts: _TemplateFacts) -> str:
+    """`template` inside the reward-model edits that `facts` call for."""
     parts = [TEMPLATE_MARK, "{% set rendered %}", template, "{% endset %}"]
     if facts.default_system:
         injected = facts.standalone_bos + facts.default_system
@@ -164,11 +224,14 @@ def bos_is_chat_header(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None)) and _template_facts(tokenizer).bos_is_header
 
 
-def _template_facts(tokenizer: Any) -> _TemplateFacts:
-    """Learn, by rendering probe conversations, what the chat template adds on its own."""
+def _template_facts(tokenizer: Any, chat_template: str | None = None) -> _TemplateFacts:
+    """Learn, by rendering probe conversations, what the chat template (the tokenizer's unless
+    `chat_template` is given) adds on its own."""
 
     def render(messages: list[dict]) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False)
+        if chat_template is None:
+            return tokenizer.apply_chat_template(messages, tokenize=False)
+        return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False)
 
     system = {"role": "system", "content": _PROBE_SYSTEM}
     user = {"role": "user", "content": _PROBE_USER}

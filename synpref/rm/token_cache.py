@@ -1,7 +1,9 @@
 """Tokenized training pairs: built once, in batches, into a memory-mapped Arrow file.
 
 Training reads pairs in record batches of a few hundred and renders each distinct input once
-through the shared formatter (one template call for the batch). A chat input is cut at its
+through the shared formatter (`RewardFormatter.texts`: one template render per conversation
+shape of the batch, where the template provably copies contents, `synpref.rm.template_shapes`;
+else one template call for the batch). A chat input is cut at its
 added tokens (<|im_start|>, <|im_end|>, ...); the pieces between them that no earlier batch met
 go to one call of the Rust tokenizer's batch encoder, which spreads them over the cores, and
 each record batch is written from numpy arrays. A pair's prompt is tokenized once for both of

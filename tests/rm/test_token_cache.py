@@ -101,6 +101,7 @@ def test_batched_ids_are_the_per_pair_ids(name, max_length, tiny_llama_dir):
     encoded = [(c.tolist(), r.tolist()) for chosen, rejected in map(encoder, chunks) for c, r in zip(chosen, rejected)]
     assert encoded == expected + expected[:2] + expected
     assert (encoder.rules is not None) == (name != "minilm")  # chat inputs cut at their added tokens
+    assert (formatter._shapes is not None) == (name != "minilm")  # rendered once per shape (template_shapes)
 
 
 def test_a_piece_met_before_is_not_tokenized_again(smollm2_dir):
