@@ -27,7 +27,10 @@ import yaml
 
 GOLD_PAIRS, POOL_PAIRS = 150, 1_850  # 2,000 pairs in all
 FLIP_RATE = 0.3
-DIGITS = 9  # floats are compared rounded to this many decimals
+DIGITS = 9  # floats are stored rounded to this many decimals
+# and compared within this much: the same run gives probabilities that differ by ~2e-6 between
+# two CPUs (their float kernels), and nothing it decides depends on digits that fine.
+FLOAT_TOLERANCE = 1e-4
 EXPORTS = "exports"  # WORKSPACE/exports: the one folder a run may write JSONL into
 CONFIG = {
     "embedder": "minilm-l6",
@@ -142,7 +145,7 @@ def _columns(path: Path, names: list[str]) -> list[dict[str, Any]]:
 
 
 def _exports(directory: Path) -> dict[str, dict[str, Any]]:
-    """Per export file: its row count and the sha256 of its rows' canonical JSON, in file order."""
+    """Per export file: its row count and the sha256 of its rows' JSON (floats left out), in file order."""
     import pyarrow.parquet as pq
 
     found = {}
@@ -157,8 +160,21 @@ def _exports(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 def _hashed(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    text = json.dumps(canonical(rows), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Row count and sha256 of the rows with every float left out (null): the floats of an
+    export are Stage 2's probabilities, compared within a tolerance in `stage2`, and a hash
+    cannot tolerate the last digits that differ between CPUs' float kernels."""
+    text = json.dumps(without_floats(rows), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return {"rows": len(rows), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def without_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return None
+    if isinstance(value, dict):
+        return {key: without_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_floats(item) for item in value]
+    return value
 
 
 def _ablation(path: Path) -> dict[str, Any]:
