@@ -89,8 +89,8 @@ class _Check:
         if isinstance(parent, (nodes.Getitem, nodes.Getattr)) and parent.node is node:
             key = _key(parent)
             if key is None:  # indexed or sliced by a number: a message or messages again
-                if isinstance(parent, nodes.Getattr):
-                    raise _Unproven
+                if isinstance(parent, nodes.Getattr) or not (isinstance(parent.arg, nodes.Slice) or _number(parent.arg)):
+                    raise _Unproven  # a key held in a variable may be 'content'
                 return self.holder(parent, above)
             if key != "content" and (key in _METHODS or key.startswith("_")):
                 raise _Unproven
@@ -149,6 +149,21 @@ def _key(node: Any) -> str | None:
     return None
 
 
+def _number(node: Any) -> bool:
+    """Whether `node` can only be a number: a constant, a loop counter, a length, sums of them."""
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.Const):
+        return isinstance(node.value, int) and not isinstance(node.value, bool)
+    if isinstance(node, nodes.Neg):
+        return _number(node.node)
+    if isinstance(node, (nodes.Add, nodes.Sub)):
+        return _number(node.left) and _number(node.right)
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop":
+        return node.attr in {"index", "index0", "revindex", "revindex0", "length", "depth", "depth0"}
+    return isinstance(node, nodes.Filter) and node.name in _COUNTING_FILTERS
+
+
 def _constant(node: Any) -> str | None:
     from jinja2 import nodes
 
@@ -167,8 +182,7 @@ class ShapeRenderer:
     def __call__(self, chats: Sequence[Sequence[tuple[str, str]]]) -> list[str]:
         """The rendered text of each chat, a list of (role, content)."""
         shapes: dict[tuple[str, ...], int] = {}
-        for chat in chats:
-            shapes.setdefault(tuple(role for role, _ in chat), len(shapes))
+        numbers = [shapes.setdefault(tuple(role for role, _ in chat), len(shapes)) for chat in chats]
         probes = [[{"role": role, "content": SLOT.format(i)} for i, role in enumerate(shape)] for shape in shapes]
         rendered = self.tokenizer.apply_chat_template(probes, chat_template=self.template, tokenize=False)
         # [literal, slot, literal, ..., literal] per shape: the slots are message numbers
@@ -178,8 +192,8 @@ class ShapeRenderer:
             parts[1::2] = [int(slot) for slot in parts[1::2]]
             layouts.append(parts)
         texts = []
-        for chat in chats:
-            parts = list(layouts[shapes[tuple(role for role, _ in chat)]])
+        for chat, number in zip(chats, numbers):
+            parts = list(layouts[number])
             parts[1::2] = [chat[slot][1] for slot in parts[1::2]]
             texts.append("".join(parts))
         return texts

@@ -28,7 +28,9 @@ SMOLLM2 = (
         ("{% for m in messages[1:] %}{{ '<' + m.role + '>' ~ m.content }}{% endfor %}{{ messages | length }}", True),
         ("{% set ms = messages %}{% for m in ms %}{{ m.content if m.role == 'user' else 'x' + m.content }}{% endfor %}", True),
         ("{% for m in messages if m.role != 'system' %}{% if m is mapping %}{{ m['content'] }}{% endif %}{% endfor %}", True),
+        ("{% for m in messages %}{{ messages[loop.index0 - 1]['content'] + messages[-1].content }}{% endfor %}", True),
         ("{% for m in messages %}{{ m['content'] | trim }}{% endfor %}", False),  # Llama 3
+        ("{% set k = 'content' %}{% for m in messages %}{% if m[k] | length > 3 %}long{% endif %}{{ m.content }}{% endfor %}", False),
         ("{% for m in messages %}{{ m.content.split('</think>')[-1] }}{% endfor %}", False),  # Qwen3
         ("{% for m in messages %}{% if m.content %}{{ m.content }}{% endif %}{% endfor %}", False),
         ("{% set first = messages[0]['content'] %}{{ first }}", False),
